@@ -1,0 +1,179 @@
+"""Checkpoints as plain data: safetensors weights plus a JSON card, resolved by short name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pfnkit.models.pfn import PFN, PFNConfig
+
+__all__ = [
+    "Checkpoint",
+    "available_checkpoints",
+    "checkpoint_dir",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "sha256_of",
+    "write_manifest",
+]
+
+FORMAT_VERSION = 1
+_MODEL_KINDS: dict[str, tuple[type[nn.Module], type]] = {"pfn": (PFN, PFNConfig)}
+
+
+def checkpoint_dir() -> Path:
+    """`$PFNKIT_CHECKPOINTS` if set, else the repository's `checkpoints/` folder."""
+    env = os.environ.get("PFNKIT_CHECKPOINTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt model (eval mode) and its card."""
+
+    name: str
+    model: nn.Module
+    card: dict[str, Any]
+
+    @property
+    def trained_n_ctx_max(self) -> int:
+        return int(self.card["train_config"]["n_ctx_max"])
+
+    @property
+    def data_mapping(self) -> dict[str, str]:
+        return self.card.get("data_mapping", {"x": "identity", "y": "identity"})
+
+
+def available_checkpoints() -> list[str]:
+    """Short names of the checkpoints in `checkpoint_dir()`."""
+    folder = checkpoint_dir()
+    return sorted(p.stem for p in folder.glob("*.json") if p.name != "manifest.json")
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> tuple[str, Path, Path]:
+    """Return (name, card path, weights path) for a short name or a path to either file."""
+    path = Path(name_or_path)
+    if path.suffix in (".json", ".safetensors") and path.exists():
+        stem = path.with_suffix("")
+    elif path.with_suffix(".json").exists() and (path.parent != Path(".") or path.is_absolute()):
+        stem = path
+    else:
+        stem = checkpoint_dir() / str(name_or_path)
+        if not stem.with_suffix(".json").exists():
+            raise ValueError(
+                f"unknown checkpoint {str(name_or_path)!r}; available in {checkpoint_dir()}: "
+                f"{available_checkpoints()} (or pass a path to a .safetensors/.json file)"
+            )
+    card_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not weights_path.exists():
+        raise FileNotFoundError(f"checkpoint card {card_path} has no weights file {weights_path}")
+    return stem.name, card_path, weights_path
+
+
+def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild a model from its card's config and its safetensors weights (never unpickles).
+
+    Raises:
+        ValueError: unknown name, sha256 mismatch, or an unsupported card.
+    """
+    name, card_path, weights_path = resolve_checkpoint(name_or_path)
+    card = json.loads(card_path.read_text())
+    if card.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{card_path} has format_version {card.get('format_version')}, "
+                         f"this pfnkit reads {FORMAT_VERSION}")
+    actual = sha256_of(weights_path)
+    if actual != card["sha256"]:
+        raise ValueError(
+            f"sha256 of {weights_path} is {actual}, but its card records {card['sha256']}; "
+            "the weights were modified or corrupted, refusing to load"
+        )
+    kind = card["model_kind"]
+    if kind not in _MODEL_KINDS:
+        raise ValueError(f"unknown model_kind {kind!r} in {card_path}; known: {sorted(_MODEL_KINDS)}")
+    model_cls, config_cls = _MODEL_KINDS[kind]
+    state = load_file(weights_path, device=str(device))
+    model = model_cls(config_cls.from_dict(card["model_config"]), state["borders"])
+    model.load_state_dict(state, strict=True)
+    return Checkpoint(name=name, model=model.to(device).eval(), card=card)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: PFN,
+    *,
+    prior_name: str,
+    prior_config: dict[str, Any],
+    train_config: dict[str, Any],
+    command: str,
+    data_mapping: dict[str, str] | None = None,
+    tolerances: dict[str, float] | None = None,
+    description: str = "",
+) -> Path:
+    """Write `path.safetensors` and `path.json`; return the card's path."""
+    stem = Path(path).with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights_path = stem.with_suffix(".safetensors")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, weights_path, metadata={"format": "pt"})
+    from pfnkit import __version__
+
+    card = {
+        "format_version": FORMAT_VERSION,
+        "pfnkit_version": __version__,
+        "name": stem.name,
+        "description": description,
+        "model_kind": "pfn",
+        "model_config": model.config.to_dict(),
+        "n_parameters": model.n_parameters,
+        "prior_name": prior_name,
+        "prior_config": prior_config,
+        "train_config": train_config,
+        "data_mapping": data_mapping or {"x": "identity", "y": "identity"},
+        "tolerances": tolerances or {},
+        "validation": {},
+        "command": command,
+        "sha256": sha256_of(weights_path),
+    }
+    card_path = stem.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card_path
+
+
+def write_manifest(folder: str | Path | None = None) -> Path:
+    """Regenerate `manifest.json` in `folder` from the cards it holds."""
+    folder = Path(folder) if folder is not None else checkpoint_dir()
+    entries = {}
+    for card_path in sorted(folder.glob("*.json")):
+        if card_path.name == "manifest.json":
+            continue
+        card = json.loads(card_path.read_text())
+        entries[card_path.stem] = {
+            "weights": card_path.with_suffix(".safetensors").name,
+            "card": card_path.name,
+            "sha256": card["sha256"],
+            "model_kind": card["model_kind"],
+            "prior_name": card["prior_name"],
+            "n_parameters": card["n_parameters"],
+            "description": card.get("description", ""),
+            "validation": card.get("validation", {}),
+        }
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps(entries, indent=2) + "\n")
+    return manifest

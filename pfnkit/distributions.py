@@ -1,0 +1,290 @@
+"""Full-support bar distribution: the PFN's regression head (Müller et al., arXiv 2112.10510).
+
+The real line is cut at borders ``b_1 < ... < b_{K-1}`` into K buckets. Inner buckets carry
+their mass uniformly. The two outer buckets are half-normal tails, ``(-inf, b_1]`` and
+``[b_{K-1}, inf)``, whose scales are the widths of the outermost training bars
+``b_1 - b_0`` and ``b_K - b_{K-1}``. Every method below (log_prob, cdf, icdf, moments,
+entropy, mode, sample) is derived from that single piecewise density, so they agree with
+one another in the tails too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.distributions import Distribution, constraints
+
+__all__ = ["BarDistribution", "borders_from_samples"]
+
+_LOG2 = math.log(2.0)
+_SQRT2 = math.sqrt(2.0)
+_HALFNORMAL_MEAN = math.sqrt(2.0 / math.pi)  # E|Z| for Z ~ N(0, 1)
+_HALFNORMAL_VAR = 1.0 - 2.0 / math.pi  # Var|Z|
+
+
+def borders_from_samples(y: Tensor, n_bars: int) -> Tensor:
+    """Bar borders at equal-mass quantiles of prior target samples.
+
+    Args:
+        y: samples of the prior's targets, any shape (flattened).
+        n_bars: number of buckets K; the result has K + 1 borders.
+
+    Returns:
+        Strictly increasing borders of shape (K + 1,), float64. The outer two borders are
+        the sample extremes and only set the tail scales.
+    """
+    if n_bars < 3:
+        raise ValueError(f"n_bars must be at least 3, got {n_bars}")
+    y = y.detach().reshape(-1).to(torch.float64)
+    if y.numel() < 10 * n_bars:
+        raise ValueError(f"need at least {10 * n_bars} samples for {n_bars} bars, got {y.numel()}")
+    y_sorted = torch.sort(y).values
+    positions = torch.linspace(0, y.numel() - 1, n_bars + 1, dtype=torch.float64)
+    lower = positions.floor().long()
+    upper = positions.ceil().long()
+    frac = positions - lower
+    borders = y_sorted[lower] * (1 - frac) + y_sorted[upper] * frac
+    if not bool((borders[1:] > borders[:-1]).all()):
+        raise ValueError(
+            "prior samples have repeated values, so equal-mass borders are not strictly "
+            "increasing; use fewer bars or a continuous target"
+        )
+    return borders
+
+
+class BarDistribution(Distribution):
+    """Piecewise-uniform density with half-normal tails, batched over logits.
+
+    Args:
+        borders: (K + 1,) strictly increasing borders shared by the whole batch.
+        logits: (..., K) unnormalised log-masses of the buckets; batch shape is ``...``.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector}
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self, borders: Tensor, logits: Tensor, validate_args: bool | None = None):
+        if borders.ndim != 1 or logits.shape[-1] + 1 != borders.shape[0]:
+            raise ValueError(
+                f"borders must be (K+1,) for logits (..., K); got {tuple(borders.shape)} "
+                f"and {tuple(logits.shape)}"
+            )
+        if logits.shape[-1] < 3:
+            raise ValueError("a bar distribution needs at least 3 buckets")
+        borders = borders.to(logits.dtype)
+        if not bool((borders[1:] > borders[:-1]).all()):
+            raise ValueError("borders must be strictly increasing")
+        self.borders = borders
+        self.logits = logits
+        super().__init__(batch_shape=logits.shape[:-1], validate_args=validate_args)
+
+    # ----------------------------------------------------------------- derived quantities
+    @property
+    def n_bars(self) -> int:
+        return self.logits.shape[-1]
+
+    @property
+    def widths(self) -> Tensor:
+        return self.borders[1:] - self.borders[:-1]
+
+    @property
+    def log_probs(self) -> Tensor:
+        """Normalised log-mass per bucket, shape (..., K)."""
+        return F.log_softmax(self.logits, dim=-1)
+
+    @property
+    def probs(self) -> Tensor:
+        return self.log_probs.exp()
+
+    def _tail_scales(self) -> tuple[Tensor, Tensor]:
+        w = self.widths
+        return w[0], w[-1]
+
+    def _bucket_moments(self) -> tuple[Tensor, Tensor]:
+        """Mean and variance of each bucket's own density, shape (K,)."""
+        b, w = self.borders, self.widths
+        s_left, s_right = self._tail_scales()
+        means = (b[:-1] + b[1:]) / 2
+        variances = w**2 / 12
+        means = torch.cat(
+            [
+                (b[1] - s_left * _HALFNORMAL_MEAN).reshape(1),
+                means[1:-1],
+                (b[-2] + s_right * _HALFNORMAL_MEAN).reshape(1),
+            ]
+        )
+        variances = torch.cat(
+            [
+                (s_left**2 * _HALFNORMAL_VAR).reshape(1),
+                variances[1:-1],
+                (s_right**2 * _HALFNORMAL_VAR).reshape(1),
+            ]
+        )
+        return means, variances
+
+    def _bucket_index(self, y: Tensor) -> Tensor:
+        """Bucket of each y: 0 is the left tail, K-1 the right tail."""
+        return torch.bucketize(y, self.borders[1:-1].contiguous(), right=True)
+
+    def _broadcast(self, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Broadcast `value` against the batch; return it and matching (…, K) log-masses."""
+        value = torch.as_tensor(value, dtype=self.logits.dtype, device=self.logits.device)
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        log_probs = self.log_probs.expand(*shape, self.n_bars)
+        return value.expand(shape), log_probs
+
+    # ---------------------------------------------------------------------- the density
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        y, log_probs = self._broadcast(value)
+        idx = self._bucket_index(y)
+        lp = log_probs.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+        s_left, s_right = self._tail_scales()
+        inner = lp - self.widths.log()[idx]
+        z_left = (self.borders[1] - y) / s_left
+        z_right = (y - self.borders[-2]) / s_right
+        gauss = -0.5 * math.log(2 * math.pi)
+        left = lp + _LOG2 + gauss - 0.5 * z_left**2 - s_left.log()
+        right = lp + _LOG2 + gauss - 0.5 * z_right**2 - s_right.log()
+        out = torch.where(idx == 0, left, inner)
+        return torch.where(idx == self.n_bars - 1, right, out)
+
+    def _cum_masses(self, probs: Tensor) -> Tensor:
+        """Mass strictly left of each bucket, shape (..., K)."""
+        return torch.cumsum(probs, dim=-1) - probs
+
+    def cdf(self, value: Tensor) -> Tensor:
+        y, log_probs = self._broadcast(value)
+        probs = log_probs.exp()
+        idx = self._bucket_index(y).unsqueeze(-1)
+        p = probs.gather(-1, idx).squeeze(-1)
+        c = self._cum_masses(probs).gather(-1, idx).squeeze(-1)
+        idx = idx.squeeze(-1)
+        b, w = self.borders, self.widths
+        s_left, s_right = self._tail_scales()
+        inner_frac = ((y - b[idx]) / w[idx]).clamp(0, 1)
+        left_frac = torch.erfc((b[1] - y).clamp_min(0) / (s_left * _SQRT2))
+        right_frac = torch.erf((y - b[-2]).clamp_min(0) / (s_right * _SQRT2))
+        frac = torch.where(idx == 0, left_frac, inner_frac)
+        frac = torch.where(idx == self.n_bars - 1, right_frac, frac)
+        return c + p * frac
+
+    def icdf(self, value: Tensor) -> Tensor:
+        """Quantile function; `value` broadcasts against the batch like `log_prob`."""
+        q = torch.as_tensor(value, dtype=self.logits.dtype, device=self.logits.device)
+        shape = torch.broadcast_shapes(q.shape, self.batch_shape)
+        n_extra = len(shape) - len(self.batch_shape)
+        q = q.expand(shape)
+        # searchsorted needs the batch dims leading: move sample dims to the back.
+        q_batch_last = q.permute(*range(n_extra, len(shape)), *range(n_extra))
+        q_flat = q_batch_last.reshape(*self.batch_shape, -1)
+        probs = self.probs
+        cum = self._cum_masses(probs)
+        idx = torch.searchsorted(cum[..., 1:].contiguous(), q_flat.contiguous(), right=True)
+        p = probs.gather(-1, idx)
+        c = cum.gather(-1, idx)
+        b, w = self.borders, self.widths
+        s_left, s_right = self._tail_scales()
+        frac = ((q_flat - c) / p).clamp(0, 1)
+        inner = b[idx] + frac * w[idx]
+        left = b[1] + s_left * torch.special.ndtri(frac / 2)
+        right_rem = ((1 - q_flat) / p).clamp(0, 1)
+        right = b[-2] - s_right * torch.special.ndtri(right_rem / 2)
+        out = torch.where(idx == 0, left, inner)
+        out = torch.where(idx == self.n_bars - 1, right, out)
+        out = out.reshape(*self.batch_shape, *shape[:n_extra])
+        n_batch = len(self.batch_shape)
+        return out.permute(*range(n_batch, len(shape)), *range(n_batch))
+
+    def quantiles(self, levels: Tensor | list[float]) -> Tensor:
+        """Quantiles at `levels` (L,), returned with shape (*batch_shape, L)."""
+        levels = torch.as_tensor(levels, dtype=self.logits.dtype, device=self.logits.device)
+        if levels.ndim != 1:
+            raise ValueError(f"levels must be one-dimensional, got shape {tuple(levels.shape)}")
+        if bool(((levels < 0) | (levels > 1)).any()):
+            raise ValueError("quantile levels must lie in [0, 1]")
+        q = levels.reshape(-1, *([1] * len(self.batch_shape)))
+        return self.icdf(q).movedim(0, -1)
+
+    # ------------------------------------------------------------------------ summaries
+    @property
+    def mean(self) -> Tensor:
+        means, _ = self._bucket_moments()
+        return (self.probs * means).sum(-1)
+
+    @property
+    def variance(self) -> Tensor:
+        means, variances = self._bucket_moments()
+        probs = self.probs
+        mean = (probs * means).sum(-1, keepdim=True)
+        return (probs * (variances + (means - mean) ** 2)).sum(-1)
+
+    @property
+    def median(self) -> Tensor:
+        return self.icdf(torch.tensor(0.5, dtype=self.logits.dtype, device=self.logits.device))
+
+    @property
+    def mode(self) -> Tensor:
+        s_left, s_right = self._tail_scales()
+        b = self.borders
+        peak = torch.cat(
+            [
+                (_HALFNORMAL_MEAN / s_left).reshape(1),
+                1 / self.widths[1:-1],
+                (_HALFNORMAL_MEAN / s_right).reshape(1),
+            ]
+        )
+        idx = (self.log_probs + peak.log()).argmax(-1)
+        location = torch.cat([b[1].reshape(1), (b[1:-2] + b[2:-1]) / 2, b[-2].reshape(1)])
+        return location[idx]
+
+    def entropy(self) -> Tensor:
+        s_left, s_right = self._tail_scales()
+        halfnormal = lambda s: 0.5 * torch.log(math.pi * s**2 / 2) + 0.5  # noqa: E731
+        bucket_entropy = torch.cat(
+            [halfnormal(s_left).reshape(1), self.widths[1:-1].log(), halfnormal(s_right).reshape(1)]
+        )
+        log_probs = self.log_probs
+        probs = log_probs.exp()
+        return (probs * (bucket_entropy - log_probs)).sum(-1)
+
+    # ------------------------------------------------------------------------- sampling
+    def sample(
+        self, sample_shape: torch.Size = torch.Size(), *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Exact samples: pick a bucket, then draw within it (uniform or half-normal)."""
+        sample_shape = torch.Size(sample_shape)
+        n = max(1, sample_shape.numel())
+        probs = self.probs.reshape(-1, self.n_bars)
+        with torch.no_grad():
+            idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+            u = torch.rand(idx.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+            z = torch.randn(idx.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+            b, w = self.borders, self.widths
+            s_left, s_right = self._tail_scales()
+            out = b[idx] + u * w[idx]
+            out = torch.where(idx == 0, b[1] - s_left * z.abs(), out)
+            out = torch.where(idx == self.n_bars - 1, b[-2] + s_right * z.abs(), out)
+        out = out.T.reshape(*sample_shape, *self.batch_shape)
+        return out
+
+    # --------------------------------------------------------------------- transforms
+    def affine(self, loc: float | Tensor, scale: float | Tensor) -> BarDistribution:
+        """The distribution of ``loc + scale * Y``; the Jacobian enters through the widths."""
+        scale = torch.as_tensor(scale, dtype=self.borders.dtype, device=self.borders.device)
+        if scale.numel() != 1 or not bool(scale > 0):
+            raise ValueError(f"scale must be a positive scalar, got {scale}")
+        return BarDistribution(self.borders * scale + loc, self.logits)
+
+    def expand(self, batch_shape: torch.Size, _instance: object = None) -> BarDistribution:
+        batch_shape = torch.Size(batch_shape)
+        return BarDistribution(self.borders, self.logits.expand(*batch_shape, self.n_bars))
+
+    def __getitem__(self, index: object) -> BarDistribution:
+        """Index the batch like a tensor: ``dist[0]``, ``dist[:, :5]``."""
+        return BarDistribution(self.borders, self.logits[index])

@@ -1,0 +1,22 @@
+"""Samplers of synthetic tasks; each emits `pfnkit.data.Batch`. Look them up in REGISTRY."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from priors.gp import GPPrior, GPPriorConfig, Hyperprior
+
+__all__ = ["REGISTRY", "GPPrior", "GPPriorConfig", "Hyperprior", "make_prior"]
+
+# name -> (prior class, config class)
+REGISTRY: dict[str, tuple[type, type]] = {
+    "gp": (GPPrior, GPPriorConfig),
+}
+
+
+def make_prior(name: str, config: dict[str, Any] | None = None) -> Any:
+    """Build the registered prior `name` from a plain-data config dict."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown prior {name!r}; registered priors: {sorted(REGISTRY)}")
+    prior_cls, config_cls = REGISTRY[name]
+    return prior_cls(config_cls.from_dict(config or {}))
