@@ -96,8 +96,10 @@ def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "c
     name, card_path, weights_path = resolve_checkpoint(name_or_path)
     card = json.loads(card_path.read_text())
     if card.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{card_path} has format_version {card.get('format_version')}, "
-                         f"this pfnkit reads {FORMAT_VERSION}")
+        raise ValueError(
+            f"{card_path} has format_version {card.get('format_version')}, "
+            f"this pfnkit reads {FORMAT_VERSION}"
+        )
     actual = sha256_of(weights_path)
     if actual != card["sha256"]:
         raise ValueError(
@@ -106,7 +108,9 @@ def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "c
         )
     kind = card["model_kind"]
     if kind not in _MODEL_KINDS:
-        raise ValueError(f"unknown model_kind {kind!r} in {card_path}; known: {sorted(_MODEL_KINDS)}")
+        raise ValueError(
+            f"unknown model_kind {kind!r} in {card_path}; known: {sorted(_MODEL_KINDS)}"
+        )
     model_cls, config_cls = _MODEL_KINDS[kind]
     state = load_file(weights_path, device=str(device))
     model = model_cls(config_cls.from_dict(card["model_config"]), state["borders"])

@@ -127,8 +127,10 @@ class BarDistribution(Distribution):
         return means, variances
 
     def _bucket_index(self, y: Tensor) -> Tensor:
-        """Bucket of each y: 0 is the left tail, K-1 the right tail."""
-        return torch.bucketize(y, self.borders[1:-1].contiguous(), right=True)
+        """Bucket of each y: 0 is the left tail (-inf, b_1], K-1 the right tail [b_{K-1}, inf)."""
+        idx = torch.bucketize(y.contiguous(), self.borders[1:-1].contiguous(), right=True)
+        # `right=True` would put b_1 itself in bucket 1; it is the left tail's peak (the mode).
+        return torch.where(y == self.borders[1], torch.zeros_like(idx), idx)
 
     def _broadcast(self, value: Tensor) -> tuple[Tensor, Tensor]:
         """Broadcast `value` against the batch; return it and matching (…, K) log-masses."""
@@ -181,7 +183,7 @@ class BarDistribution(Distribution):
         n_extra = len(shape) - len(self.batch_shape)
         q = q.expand(shape)
         # searchsorted needs the batch dims leading: move sample dims to the back.
-        q_batch_last = q.permute(*range(n_extra, len(shape)), *range(n_extra))
+        q_batch_last = q.permute((*range(n_extra, len(shape)), *range(n_extra)))
         q_flat = q_batch_last.reshape(*self.batch_shape, -1)
         probs = self.probs
         cum = self._cum_masses(probs)
@@ -197,9 +199,9 @@ class BarDistribution(Distribution):
         right = b[-2] - s_right * torch.special.ndtri(right_rem / 2)
         out = torch.where(idx == 0, left, inner)
         out = torch.where(idx == self.n_bars - 1, right, out)
-        out = out.reshape(*self.batch_shape, *shape[:n_extra])
+        out = out.reshape((*self.batch_shape, *shape[:n_extra]))
         n_batch = len(self.batch_shape)
-        return out.permute(*range(n_batch, len(shape)), *range(n_batch))
+        return out.permute((*range(n_batch, len(shape)), *range(n_batch)))
 
     def quantiles(self, levels: Tensor | list[float]) -> Tensor:
         """Quantiles at `levels` (L,), returned with shape (*batch_shape, L)."""
@@ -255,7 +257,10 @@ class BarDistribution(Distribution):
 
     # ------------------------------------------------------------------------- sampling
     def sample(
-        self, sample_shape: torch.Size = torch.Size(), *, generator: torch.Generator | None = None
+        self,
+        sample_shape: tuple[int, ...] | torch.Size = (),
+        *,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """Exact samples: pick a bucket, then draw within it (uniform or half-normal)."""
         sample_shape = torch.Size(sample_shape)

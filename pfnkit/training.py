@@ -82,7 +82,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_ctx_min <= self.n_ctx_max:
-            raise ValueError(f"need 1 <= n_ctx_min <= n_ctx_max, got {self.n_ctx_min}, {self.n_ctx_max}")
+            raise ValueError(
+                f"need 1 <= n_ctx_min <= n_ctx_max, got {self.n_ctx_min}, {self.n_ctx_max}"
+            )
         if self.steps < 1 or self.batch_size < 1 or self.n_qry < 1:
             raise ValueError("steps, batch_size and n_qry must be positive")
         if not 0.0 <= self.log_uniform_fraction <= 1.0:
@@ -190,7 +192,9 @@ class PFNLightningModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}")
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at step {self.global_step}"
+            )
         self.log("train/nll", loss, prog_bar=True, batch_size=batch.batch_size)
         self.log("train/n_ctx", float(batch.n_ctx), batch_size=batch.batch_size)
         return loss
@@ -203,7 +207,10 @@ class PFNLightningModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, cfg)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 def prior_borders(prior: Prior, model_config: PFNConfig, train_config: TrainConfig) -> torch.Tensor:
@@ -261,7 +268,7 @@ def pretrain(
         strategy=train_config.strategy,
         precision=train_config.precision,
         gradient_clip_val=train_config.grad_clip,
-        logger=CSVLogger(run_dir, name="log", version=0),
+        logger=CSVLogger(run_dir, name="log"),  # one version_K folder per (resumed) run
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,

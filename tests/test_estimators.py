@@ -1,0 +1,137 @@
+"""PFNRegressor: agrees with the raw model, maps units with the Jacobian, rejects bad input."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pfnkit.checkpoint import save_checkpoint
+from pfnkit.estimators import PFNRegressor
+from pfnkit.models import PFNConfig
+from tests.helpers import make_tiny_pfn
+
+FLOAT64_ATOL = 1e-10  # float64 identities (same model, different code path)
+
+
+@pytest.fixture
+def standardizing_checkpoint(tmp_path: Path) -> Path:
+    config = PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_bars=20)
+    card = save_checkpoint(
+        tmp_path / "tiny-std",
+        make_tiny_pfn(config),
+        prior_name="gp",
+        prior_config={},
+        train_config={"n_ctx_max": 50},
+        command="pytest fixture",
+        data_mapping={"x": "standardize", "y": "standardize", "features": "pad"},
+    )
+    return card.with_suffix(".safetensors")
+
+
+def _data(n: int = 12, d: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, size=(n, d))
+    return x, np.sin(6 * x[:, 0]) + 0.1 * rng.standard_normal(n)
+
+
+def test_predictions_match_the_raw_model(tiny_checkpoint: Path) -> None:
+    x, y = _data()
+    x_test = np.linspace(0, 1, 7).reshape(-1, 1)
+    reg = PFNRegressor(checkpoint=str(tiny_checkpoint), query_chunk_size=3).fit(x, y)
+    model = reg.checkpoint_.model
+    with torch.no_grad():
+        raw = model(torch.tensor(x)[None], torch.tensor(y)[None], torch.tensor(x_test)[None])[0]
+    dist = reg.predict_distribution(x_test)
+    assert dist.batch_shape == (7,)
+    torch.testing.assert_close(dist.logits, raw.logits, atol=FLOAT64_ATOL, rtol=0)
+    np.testing.assert_allclose(reg.predict(x_test), raw.mean.numpy(), atol=FLOAT64_ATOL, rtol=0)
+    q = reg.predict_quantiles(x_test, [0.05, 0.5, 0.95])
+    assert q.shape == (7, 3) and np.all(np.diff(q, axis=1) > 0)
+    assert isinstance(reg.score(x, y), float)
+
+
+def test_log_prob_includes_the_jacobian_and_broadcasts(standardizing_checkpoint: Path) -> None:
+    x, y = _data(d=2)
+    y = 1000.0 + 50.0 * y
+    reg = PFNRegressor(checkpoint=str(standardizing_checkpoint)).fit(x, y)
+    x_test = np.random.default_rng(1).uniform(0, 1, size=(4, 2))
+    dist = reg.predict_distribution(x_test)
+    loc, scale = reg.mapping_.y_loc, reg.mapping_.y_scale
+    assert loc == pytest.approx(y.mean()) and scale == pytest.approx(y.std())
+    model_dist = reg.checkpoint_.model.predict_from_cache(
+        reg.cache_, reg._to_model_x(x_test)[None]
+    )[0]
+    y_query = torch.tensor([990.0, 1000.0, 1010.0, 1050.0], dtype=torch.float64)
+    expected = model_dist.log_prob((y_query - loc) / scale) - math.log(scale)
+    torch.testing.assert_close(
+        dist.log_prob(y_query.double()), expected.double(), atol=FLOAT64_ATOL, rtol=0
+    )
+    # broadcasting like any torch Distribution: (k, m) targets against batch (m,)
+    y_km = torch.stack([y_query, y_query + 5.0, y_query - 5.0])
+    lp = dist.log_prob(y_km)
+    assert lp.shape == (3, 4)
+    for k in range(3):
+        torch.testing.assert_close(lp[k], dist.log_prob(y_km[k]), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "match"),
+    [
+        (np.array([[np.nan], [0.5]]), np.array([0.0, 1.0]), "NaN"),
+        (np.array([[0.1], [0.5]]), np.array([np.inf, 1.0]), "infinity|inf"),
+        (
+            np.zeros((3, 2)),
+            np.zeros(3),
+            "X has 2 features but checkpoint 'tiny' was trained for exactly 1",
+        ),
+        (np.zeros((0, 1)), np.zeros(0), "0 sample"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(tiny_checkpoint, x, y, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(x, y)
+
+
+def test_padding_checkpoint_rejects_too_many_features(standardizing_checkpoint) -> None:
+    x, y = _data(d=4)
+    with pytest.raises(ValueError, match="trained for at most 3"):
+        PFNRegressor(checkpoint=str(standardizing_checkpoint)).fit(x, y)
+
+
+def test_predict_rejects_nan_and_wrong_feature_count(tiny_checkpoint) -> None:
+    reg = PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(*_data())
+    with pytest.raises(ValueError, match="NaN"):
+        reg.predict(np.array([[np.nan]]))
+    with pytest.raises(ValueError, match="features"):
+        reg.predict(np.zeros((2, 3)))
+
+
+def test_context_larger_than_trained_warns_and_runs(tiny_checkpoint) -> None:
+    x, y = _data(n=60)
+    with pytest.warns(UserWarning, match="trained on at most 50"):
+        reg = PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(x, y)
+    assert np.isfinite(reg.predict(x)).all()
+
+
+def test_constant_and_huge_targets_give_finite_predictions(
+    tiny_checkpoint, standardizing_checkpoint
+) -> None:
+    x, _ = _data(d=1)
+    for y in (np.full(len(x), 3.0), 1e12 * np.sin(6 * x[:, 0])):
+        reg = PFNRegressor(checkpoint=str(standardizing_checkpoint)).fit(x, y)
+        assert np.isfinite(reg.predict(x)).all()
+        assert np.isfinite(reg.predict_quantiles(x, [0.05, 0.95])).all()
+    with pytest.warns(UserWarning, match="outside"):
+        reg = PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(x, 1e12 * np.ones(len(x)))
+    assert np.isfinite(reg.predict(x)).all()
+
+
+def test_in_range_targets_raise_no_warning(tiny_checkpoint) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(*_data()).predict(np.zeros((2, 1)))

@@ -1,0 +1,107 @@
+"""Pretraining: the loss falls, streams are seeded per rank and worker, runs resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pfnkit.models import PFN, PFNConfig
+from pfnkit.training import PriorStream, TrainConfig, pretrain, prior_borders, warmup_cosine
+from priors.gp import GPPrior, GPPriorConfig
+
+LOSS_DROP = 0.1  # nats per query point on held-out tasks after 50 steps
+TINY_MODEL = PFNConfig(num_features=1, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_bars=50)
+
+
+def _tiny_train(steps: int, **overrides) -> TrainConfig:
+    defaults = dict(
+        steps=steps,
+        batch_size=16,
+        n_ctx_min=8,
+        n_ctx_max=8,
+        n_qry=16,
+        warmup_steps=5,
+        lr=3e-3,
+        num_workers=0,
+        n_border_tasks=100,
+        checkpoint_every=10,
+    )
+    return TrainConfig(**{**defaults, **overrides})
+
+
+def _logged_losses(run_dir: Path, version: int = 0) -> list[float]:
+    with open(run_dir / "log" / f"version_{version}" / "metrics.csv") as handle:
+        return [float(row["train/nll"]) for row in csv.DictReader(handle) if row.get("train/nll")]
+
+
+def test_loss_falls_within_50_steps(tmp_path: Path) -> None:
+    prior, config = GPPrior(), _tiny_train(50, batch_size=32)
+    held_out = prior.sample(256, 8, 16, generator=torch.Generator().manual_seed(99))
+
+    def held_out_nll(model: PFN) -> float:
+        with torch.no_grad():
+            dist = model(held_out.x_ctx, held_out.y_ctx, held_out.x_qry)
+            return float(-dist.log_prob(held_out.y_qry).mean())
+
+    torch.manual_seed(0)
+    untrained = PFN(TINY_MODEL, prior_borders(prior, TINY_MODEL, config))
+    torch.manual_seed(0)  # pretrain builds the same initial model from the same seed
+    trained = pretrain(TINY_MODEL, prior, config, run_dir=tmp_path)
+    assert len(_logged_losses(tmp_path)) == 5
+    assert held_out_nll(trained) < held_out_nll(untrained) - LOSS_DROP
+
+
+def test_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    pretrain(TINY_MODEL, GPPrior(), _tiny_train(10), run_dir=tmp_path)
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    model = pretrain(TINY_MODEL, GPPrior(), _tiny_train(20), run_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 20
+    assert len(_logged_losses(tmp_path, version=1)) == 1  # the second run logged steps 10-19
+    assert not model.training
+
+
+def _first_batch(rank: int, offset: int = 0, seed: int = 0) -> torch.Tensor:
+    stream = PriorStream(GPPrior(), _tiny_train(1, seed=seed), rank=rank, offset=offset)
+    return next(iter(stream)).y_qry
+
+
+def test_streams_differ_by_rank_offset_and_seed_but_repeat_for_same_seed() -> None:
+    base = _first_batch(0)
+    torch.testing.assert_close(base, _first_batch(0), atol=0, rtol=0)
+    for other in (_first_batch(1), _first_batch(0, offset=5), _first_batch(0, seed=1)):
+        assert not torch.equal(base, other)
+
+
+def test_context_sizes_cover_the_configured_range() -> None:
+    config = _tiny_train(1, n_ctx_min=1, n_ctx_max=100, log_uniform_fraction=0.5)
+    stream = PriorStream(GPPrior(GPPriorConfig()), config)
+    g = torch.Generator().manual_seed(0)
+    sizes = [stream.draw_n_ctx(g) for _ in range(4000)]
+    assert min(sizes) == 1 and max(sizes) == 100
+    # the log-uniform half puts extra mass on small contexts
+    assert sum(s <= 10 for s in sizes) / len(sizes) > 0.2
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    config = _tiny_train(100, warmup_steps=10, min_lr_ratio=0.1)
+    assert warmup_cosine(0, config) == pytest.approx(0.1)
+    assert warmup_cosine(9, config) == pytest.approx(1.0)
+    midpoint = 10 + 45
+    assert warmup_cosine(midpoint, config) == pytest.approx(
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2))
+    )
+    assert warmup_cosine(100, config) == pytest.approx(0.1)
+
+
+def test_train_config_validation() -> None:
+    with pytest.raises(ValueError, match="n_ctx_min"):
+        TrainConfig(n_ctx_min=5, n_ctx_max=2)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="16")
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
