@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from pfnkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pfnkit.data import Batch, Prior  # noqa: E402
 from pfnkit.distributions import BarDistribution, borders_from_samples  # noqa: E402
+from pfnkit.estimators import PFNRegressor  # noqa: E402
 from pfnkit.models import PFN, PFNConfig  # noqa: E402
 from pfnkit.training import TrainConfig, pretrain  # noqa: E402
 
@@ -13,6 +14,7 @@ __all__ = [
     "BarDistribution",
     "Batch",
     "PFNConfig",
+    "PFNRegressor",
     "Prior",
     "TrainConfig",
     "__version__",

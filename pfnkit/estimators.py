@@ -105,7 +105,10 @@ class PFNRegressor(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        self.checkpoint_ = load_checkpoint(self.checkpoint, device=self.device)
+        source = (str(self.checkpoint), str(self.device))
+        if getattr(self, "_loaded_from", None) != source:  # refits reuse the verified model
+            self.checkpoint_ = load_checkpoint(self.checkpoint, device=self.device)
+            self._loaded_from = source
         self.checkpoint_.model.to(_DTYPES[self.dtype])
         self._check_feature_count(X)
         mapping_spec = self.checkpoint_.data_mapping

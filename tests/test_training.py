@@ -105,3 +105,12 @@ def test_train_config_validation() -> None:
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="16")
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+def test_bf16_autocast_trains_with_finite_loss(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = pretrain(
+        TINY_MODEL, GPPrior(), _tiny_train(3, precision="bf16-mixed"), run_dir=tmp_path
+    )
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert model.x_encoder[0].weight.dtype == torch.float32  # autocast, weights stay fp32
