@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/python examples/quickstart.py --plot out/quickstart.png
-	$(BIN)/python cli.py validate --checkpoint gp-rbf --tasks 16 --plots out --json out/validate.json --no-progress
+	$(BIN)/python cli.py validate --checkpoint gp-rbf --tasks 64 --plots out --json out/validate.json --no-progress
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

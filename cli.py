@@ -54,7 +54,7 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
     import priors
     from pfnkit.checkpoint import save_checkpoint, write_manifest
     from pfnkit.models import PFNConfig
-    from pfnkit.training import TrainConfig, pretrain
+    from pfnkit.training import TrainConfig, pretrain, training_summary
 
     config = load_config(args.config, args.set)
     prior = priors.make_prior(args.prior, config["prior"])
@@ -81,6 +81,7 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
         command=_command_line(argv),
         data_mapping=card_section.get("data_mapping"),
         tolerances=card_section.get("tolerances"),
+        training=training_summary(run_dir),
         description=card_section.get("description", ""),
     )
     write_manifest(card_path.parent)
@@ -141,7 +142,7 @@ def cmd_predict(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     import priors
     from pfnkit.checkpoint import load_checkpoint
-    from pfnkit.validation import plot_gp_bands, validate_against_exact_gp
+    from pfnkit.validation import plot_gp_bands, plot_nll_by_size, validate_against_exact_gp
 
     ckpt = load_checkpoint(args.checkpoint)
     card = ckpt.card
@@ -168,11 +169,15 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     if args.json:
         report.write_json(args.json)
     if args.plots:
-        x_range = (prior.config.x_low, prior.config.x_high)
-        for path in plot_gp_bands(
-            ckpt.model, prior, kernel=prior.config.kernel, out_dir=args.plots, x_range=x_range
-        ):
-            print(f"wrote {path}")
+        print(f"wrote {plot_nll_by_size(report, Path(args.plots) / 'nll_by_size.png')}")
+        if prior.config.num_features == 1:
+            x_range = (prior.config.x_low, prior.config.x_high)
+            for path in plot_gp_bands(
+                ckpt.model, prior, kernel=prior.config.kernel, out_dir=args.plots, x_range=x_range
+            ):
+                print(f"wrote {path}")
+        else:
+            print("predictive-band plots need a 1-D prior; skipped")
     if args.write_card:
         from pfnkit.checkpoint import resolve_checkpoint, write_manifest
 

@@ -128,6 +128,7 @@ def save_checkpoint(
     command: str,
     data_mapping: dict[str, str] | None = None,
     tolerances: dict[str, float] | None = None,
+    training: dict[str, float] | None = None,
     description: str = "",
 ) -> Path:
     """Write `path.safetensors` and `path.json`; return the card's path."""
@@ -149,6 +150,7 @@ def save_checkpoint(
         "prior_name": prior_name,
         "prior_config": prior_config,
         "train_config": train_config,
+        "training": training or {},
         "data_mapping": data_mapping or {"x": "identity", "y": "identity"},
         "tolerances": tolerances or {},
         "validation": {},

@@ -12,7 +12,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    Timer,
+)
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -20,7 +25,14 @@ from pfnkit.data import Batch, Prior
 from pfnkit.distributions import borders_from_samples
 from pfnkit.models.pfn import PFN, PFNConfig
 
-__all__ = ["PFNLightningModule", "PriorDataModule", "PriorStream", "TrainConfig", "pretrain"]
+__all__ = [
+    "PFNLightningModule",
+    "PriorDataModule",
+    "PriorStream",
+    "TrainConfig",
+    "pretrain",
+    "training_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +232,15 @@ def prior_borders(prior: Prior, model_config: PFNConfig, train_config: TrainConf
     return borders_from_samples(batch.y_qry, model_config.n_bars)
 
 
+def training_summary(run_dir: str | Path) -> dict[str, float]:
+    """Optimizer steps and training minutes (summed over resumes) from `run_dir`'s last.ckpt."""
+    state = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=False)  # fmt: skip
+    timers = [v for k, v in state.get("callbacks", {}).items() if k.startswith("Timer")]
+    seconds = timers[0]["time_elapsed"]["train"] if timers else float("nan")
+    return {"optimizer_steps": int(state["global_step"]), "train_minutes": seconds / 60}
+
+
 def _resume_step(ckpt_path: Path | None) -> int:
     if ckpt_path is None:
         return 0
@@ -250,18 +271,21 @@ def pretrain(
     model = PFN(model_config, prior_borders(prior, model_config, train_config))
     module = PFNLightningModule(model, train_config)
     data = PriorDataModule(prior, train_config, offset=_resume_step(ckpt_path))
+    minutes = train_config.max_minutes
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
             dirpath=ckpt_dir, every_n_train_steps=train_config.checkpoint_every, save_last=True
         ),
         LearningRateMonitor(logging_interval="step"),
+        # records training time in every checkpoint (summed over resumes); stops at max_minutes
+        Timer(
+            duration={"minutes": minutes} if minutes > 0 else None, interval="step", verbose=False
+        ),
     ]
     if progress:
         callbacks.append(RichProgressBar())
-    minutes = train_config.max_minutes
     trainer = L.Trainer(
         max_steps=train_config.steps,
-        max_time={"minutes": minutes} if minutes > 0 else None,
         accelerator=train_config.accelerator,
         devices=train_config.devices,
         num_nodes=train_config.num_nodes,

@@ -17,7 +17,13 @@ from pfnkit.data import Batch, Prior
 from pfnkit.metrics import interval_coverage, nll
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 
-__all__ = ["GPValidationReport", "SizeResult", "plot_gp_bands", "validate_against_exact_gp"]
+__all__ = [
+    "GPValidationReport",
+    "SizeResult",
+    "plot_gp_bands",
+    "plot_nll_by_size",
+    "validate_against_exact_gp",
+]
 
 LEVELS = (0.5, 0.9, 0.95)
 
@@ -224,3 +230,31 @@ def plot_gp_bands(
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_nll_by_size(report: GPValidationReport, path: str | Path) -> Path:
+    """PNG of PFN and exact-GP NLL per query point against the context size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [s.n_ctx for s in report.sizes]
+    fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(10, 4))
+    ax.plot(sizes, [s.exact_nll for s in report.sizes], "o-", label="exact GP")
+    ax.plot(sizes, [s.pfn_nll for s in report.sizes], "s--", label=f"PFN ({report.checkpoint})")
+    ax.set(xscale="log", xlabel="context points", ylabel="NLL per query point (nats)")
+    ax.legend()
+    ax_gap.plot(sizes, [s.gap for s in report.sizes], "o-", color="tab:red")
+    tolerance = report.tolerances.get("nll_gap_max")
+    if tolerance is not None:
+        ax_gap.axhline(tolerance, color="gray", ls=":", label="card tolerance (max)")
+        ax_gap.legend()
+    ax_gap.axhline(0, color="black", lw=0.5)
+    ax_gap.set(xscale="log", xlabel="context points", ylabel="PFN NLL - exact NLL (nats)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -39,6 +39,8 @@ def test_pretrain_writes_a_loadable_checkpoint_with_its_command(tmp_path: Path) 
     loaded = load_checkpoint(out.with_suffix(".safetensors"))
     assert loaded.card["command"].startswith("python cli.py pretrain --prior gp")
     assert loaded.card["train_config"]["steps"] == 2
+    assert loaded.card["training"]["optimizer_steps"] == 2
+    assert 0 < loaded.card["training"]["train_minutes"] < 5
     assert loaded.card["model_config"]["d_model"] == 32
     assert loaded.card["sha256"] == sha256_of(out.with_suffix(".safetensors"))
     assert loaded.card["tolerances"] == {"nll_gap_mean": 0.05, "nll_gap_max": 0.1}
@@ -73,7 +75,11 @@ def test_validate_exits_1_when_the_gap_exceeds_the_card_tolerance(
     card = json.loads(card_path.read_text())
     argv = ["validate", "--checkpoint", str(tiny_checkpoint), "--tasks", "3", "--sizes", "1,4",
             "--n-qry", "5", "--json", str(tmp_path / "report.json"), "--no-progress"]  # fmt: skip
-    assert cli.main(argv) == 0  # no tolerances on the card: nothing to fail
+    plots = tmp_path / "plots"
+    assert cli.main([*argv, "--plots", str(plots)]) == 0  # no tolerances on the card
+    assert sorted(p.name for p in plots.glob("*.png")) == [
+        "bands_nctx10.png", "bands_nctx3.png", "bands_nctx30.png", "nll_by_size.png"
+    ]  # fmt: skip
     report = json.loads((tmp_path / "report.json").read_text())
     assert [s["n_ctx"] for s in report["sizes"]] == [1, 4]
     card["tolerances"] = {"nll_gap_mean": 1e-6, "nll_gap_max": 1e-6}  # untrained model fails
