@@ -144,7 +144,10 @@ def test_readme_command_runs(command: str, tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "out").mkdir(exist_ok=True)
     args = [str(ROOT / a) if (ROOT / a).is_file() and "/" in a else a for a in args]
     if script.name == "cli.py":
-        assert cli.main(_smoke(args, tmp_path)) == 0
+        # validate on two smoke tasks may land either side of the card's tolerance; its
+        # exit code is tested on its own above. Anything else must succeed.
+        allowed = (0, 1) if args[0] == "validate" else (0,)
+        assert cli.main(_smoke(args, tmp_path)) in allowed
     elif script.parent.name == "benchmarks":
         pytest.skip("benchmarks are exercised by their own smoke test")
     else:
