@@ -30,6 +30,7 @@ __all__ = [
     "PriorDataModule",
     "PriorStream",
     "TrainConfig",
+    "initial_model",
     "pretrain",
     "training_summary",
 ]
@@ -232,6 +233,17 @@ def prior_borders(prior: Prior, model_config: PFNConfig, train_config: TrainConf
     return borders_from_samples(batch.y_qry, model_config.n_bars)
 
 
+def initial_model(model_config: PFNConfig, prior: Prior, train_config: TrainConfig) -> PFN:
+    """The untrained PFN `pretrain` starts from: prior borders, weights seeded by the config.
+
+    The global RNG is forked, so the caller's random state is left untouched.
+    """
+    borders = prior_borders(prior, model_config, train_config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_stream_seed(train_config.seed, 2**31 - 2))
+        return PFN(model_config, borders)
+
+
 def training_summary(run_dir: str | Path) -> dict[str, float]:
     """Optimizer steps and training minutes (summed over resumes) from `run_dir`'s last.ckpt."""
     state = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
@@ -268,7 +280,7 @@ def pretrain(
     ckpt_path = last if resume and last.exists() else None
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
-    model = PFN(model_config, prior_borders(prior, model_config, train_config))
+    model = initial_model(model_config, prior, train_config)
     module = PFNLightningModule(model, train_config)
     data = PriorDataModule(prior, train_config, offset=_resume_step(ckpt_path))
     minutes = train_config.max_minutes

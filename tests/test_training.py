@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from pfnkit.models import PFN, PFNConfig
-from pfnkit.training import PriorStream, TrainConfig, pretrain, prior_borders, warmup_cosine
+from pfnkit.training import (
+    PriorStream,
+    TrainConfig,
+    initial_model,
+    pretrain,
+    warmup_cosine,
+)
 from priors.gp import GPPrior, GPPriorConfig
 
 LOSS_DROP = 0.1  # nats per query point on held-out tasks after 50 steps
@@ -47,12 +53,21 @@ def test_loss_falls_within_50_steps(tmp_path: Path) -> None:
             dist = model(held_out.x_ctx, held_out.y_ctx, held_out.x_qry)
             return float(-dist.log_prob(held_out.y_qry).mean())
 
-    torch.manual_seed(0)
-    untrained = PFN(TINY_MODEL, prior_borders(prior, TINY_MODEL, config))
-    torch.manual_seed(0)  # pretrain builds the same initial model from the same seed
+    untrained = initial_model(TINY_MODEL, prior, config)
     trained = pretrain(TINY_MODEL, prior, config, run_dir=tmp_path)
     assert len(_logged_losses(tmp_path)) == 5
     assert held_out_nll(trained) < held_out_nll(untrained) - LOSS_DROP
+
+
+def test_initial_model_depends_only_on_the_seed() -> None:
+    prior = GPPrior()
+    first = initial_model(TINY_MODEL, prior, _tiny_train(1))
+    torch.manual_seed(123)  # the global RNG does not matter
+    again = initial_model(TINY_MODEL, prior, _tiny_train(1))
+    other = initial_model(TINY_MODEL, prior, _tiny_train(1, seed=1))
+    weight = lambda m: m.x_encoder[0].weight  # noqa: E731
+    torch.testing.assert_close(weight(first), weight(again), atol=0, rtol=0)
+    assert not torch.equal(weight(first), weight(other))
 
 
 def test_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
