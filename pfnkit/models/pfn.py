@@ -112,8 +112,11 @@ class PFN(nn.Module):
         self._check_inputs(x_qry_BMD, "x_qry")
         return self.x_encoder(x_qry_BMD) + self.query_marker
 
-    def output_distribution(self, h_qry_BMD: Tensor) -> BarDistribution:
-        logits_BMK = self.head(self.norm_out(h_qry_BMD))
+    def bar_logits(self, h_qry_BMD: Tensor) -> Tensor:
+        """Decode final query tokens into bar logits (B, M, n_bars)."""
+        return self.head(self.norm_out(h_qry_BMD))
+
+    def output_distribution(self, logits_BMK: Tensor) -> BarDistribution:
         return BarDistribution(self.borders.to(logits_BMK.dtype), logits_BMK)
 
     # ------------------------------------------------------------------------- passes
@@ -126,7 +129,7 @@ class PFN(nn.Module):
         for block in self.blocks:
             k, v = block.context_keys_values(h_all[:, :n])
             h_all = block(h_all, k, v)
-        return self.output_distribution(h_all[:, n:])
+        return self.output_distribution(self.bar_logits(h_all[:, n:]))
 
     def encode_context(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor) -> ContextCache:
         """Run the context through every layer once and keep each layer's keys and values."""
@@ -145,15 +148,14 @@ class PFN(nn.Module):
         """Predict queries against a cached context, `chunk_size` query points at a time."""
         self._check_inputs(x_qry_BMD, "x_qry")
         m = x_qry_BMD.shape[1]
-        step = m if chunk_size is None else max(1, chunk_size)
+        step = max(1, m if chunk_size is None else chunk_size)
         logits = []
         for start in range(0, max(m, 1), step):
             h_qry = self.embed_queries(x_qry_BMD[:, start : start + step])
             for block, k, v in zip(self.blocks, cache.keys, cache.values, strict=True):
                 h_qry = block(h_qry, k, v)
-            logits.append(self.head(self.norm_out(h_qry)))
-        logits_BMK = torch.cat(logits, dim=1)
-        return BarDistribution(self.borders.to(logits_BMK.dtype), logits_BMK)
+            logits.append(self.bar_logits(h_qry))
+        return self.output_distribution(torch.cat(logits, dim=1))
 
     def use_reference_attention(self, enabled: bool = True) -> None:
         """Switch every layer to the plain softmax(QKᵀ/√d)V attention (tests only)."""

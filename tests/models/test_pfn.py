@@ -75,3 +75,9 @@ def test_shape_errors_are_clear(tiny_pfn64: PFN) -> None:
         tiny_pfn64(x_ctx[:, :0], y_ctx[:, :0], x_qry)
     with pytest.raises(ValueError, match="divisible"):
         PFNConfig(d_model=30, n_heads=4)
+
+
+def test_no_queries_gives_an_empty_batch(tiny_pfn64: PFN) -> None:
+    x_ctx, y_ctx, x_qry = _data()
+    cache = tiny_pfn64.encode_context(x_ctx, y_ctx)
+    assert tiny_pfn64.predict_from_cache(cache, x_qry[:, :0]).batch_shape == (3, 0)
