@@ -80,6 +80,8 @@ class BarDistribution(Distribution):
             raise ValueError("borders must be strictly increasing")
         self.borders = borders
         self.logits = logits
+        if logits.numel() == 0:  # torch's argument check cannot reshape an empty batch
+            validate_args = False
         super().__init__(batch_shape=logits.shape[:-1], validate_args=validate_args)
 
     # ----------------------------------------------------------------- derived quantities
