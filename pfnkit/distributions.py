@@ -75,7 +75,11 @@ class BarDistribution(Distribution):
             )
         if logits.shape[-1] < 3:
             raise ValueError("a bar distribution needs at least 3 buckets")
-        borders = borders.to(logits.dtype)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # half-precision softmax over ~1000 bars is too coarse
+        # Borders keep their own precision (float64 after `affine` to a large offset) but
+        # never drop below the logits': half-precision borders of 1000 bars would collide.
+        borders = borders.to(torch.promote_types(borders.dtype, logits.dtype))
         if not bool((borders[1:] > borders[:-1]).all()):
             raise ValueError("borders must be strictly increasing")
         self.borders = borders
@@ -95,8 +99,8 @@ class BarDistribution(Distribution):
 
     @property
     def log_probs(self) -> Tensor:
-        """Normalised log-mass per bucket, shape (..., K)."""
-        return F.log_softmax(self.logits, dim=-1)
+        """Normalised log-mass per bucket, shape (..., K), in the borders' precision."""
+        return F.log_softmax(self.logits.to(self.borders.dtype), dim=-1)
 
     @property
     def probs(self) -> Tensor:
@@ -136,7 +140,7 @@ class BarDistribution(Distribution):
 
     def _broadcast(self, value: Tensor) -> tuple[Tensor, Tensor]:
         """Broadcast `value` against the batch; return it and matching (…, K) log-masses."""
-        value = torch.as_tensor(value, dtype=self.logits.dtype, device=self.logits.device)
+        value = torch.as_tensor(value, dtype=self.borders.dtype, device=self.logits.device)
         shape = torch.broadcast_shapes(value.shape, self.batch_shape)
         log_probs = self.log_probs.expand(*shape, self.n_bars)
         return value.expand(shape), log_probs
@@ -194,6 +198,7 @@ class BarDistribution(Distribution):
         c = cum.gather(-1, idx)
         b, w = self.borders, self.widths
         s_left, s_right = self._tail_scales()
+        p = p.clamp_min(torch.finfo(p.dtype).tiny)  # a tail whose mass underflowed to 0
         frac = ((q_flat - c) / p).clamp(0, 1)
         inner = b[idx] + frac * w[idx]
         left = b[1] + s_left * torch.special.ndtri(frac / 2)
@@ -283,10 +288,11 @@ class BarDistribution(Distribution):
     # --------------------------------------------------------------------- transforms
     def affine(self, loc: float | Tensor, scale: float | Tensor) -> BarDistribution:
         """The distribution of ``loc + scale * Y``; the Jacobian enters through the widths."""
-        scale = torch.as_tensor(scale, dtype=self.borders.dtype, device=self.borders.device)
+        scale = torch.as_tensor(scale, dtype=torch.float64, device=self.borders.device)
         if scale.numel() != 1 or not bool(scale > 0):
             raise ValueError(f"scale must be a positive scalar, got {scale}")
-        return BarDistribution(self.borders * scale + loc, self.logits)
+        # float64, so that a large offset (y in the 1e12s) keeps the bars distinct
+        return BarDistribution(self.borders.double() * scale + loc, self.logits)
 
     def expand(self, batch_shape: torch.Size, _instance: object = None) -> BarDistribution:
         batch_shape = torch.Size(batch_shape)

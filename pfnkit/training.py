@@ -312,4 +312,7 @@ def pretrain(
         default_root_dir=run_dir,
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    # Lightning keeps the periodic last.ckpt when a Timer stops the run between saves;
+    # save the final state so a resume and `training_summary` start from where it ended.
+    trainer.save_checkpoint(last)
     return module.model.to("cpu").eval()

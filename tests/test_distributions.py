@@ -432,3 +432,26 @@ def test_constructor_and_quantiles_reject_bad_inputs() -> None:
         dist.quantiles(torch.full((2, 2), 0.5, dtype=DTYPE))
     with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
         dist.quantiles([0.5, 1.5])
+
+
+def test_icdf_is_infinite_not_nan_when_a_tail_mass_underflows() -> None:
+    logits = torch.zeros(2, 6, dtype=torch.float64)
+    logits[:, 0] = logits[:, -1] = -1e4  # exp underflows: both tails carry exactly zero mass
+    dist = BarDistribution(torch.linspace(-3, 3, 7, dtype=torch.float64), logits)
+    q = dist.icdf(torch.tensor([0.0, 1.0], dtype=torch.float64).reshape(2, 1))
+    assert not q.isnan().any()
+    assert (q[0] <= -2.0).all() and (q[1] >= 2.0).all()  # the ends of the support
+
+
+def test_half_precision_logits_and_large_offsets_keep_distinct_bars() -> None:
+    borders = torch.linspace(-4, 4, 1001)
+    dist = BarDistribution(borders, torch.zeros(3, 1000, dtype=torch.bfloat16))
+    assert dist.logits.dtype == torch.float32 and dist.borders.dtype == torch.float32
+    # at 1e9 float32 spacing is 64, far wider than the bars; float64 spacing is 1.2e-7
+    base = BarDistribution(borders, torch.zeros(3, 1000))
+    shifted = base.affine(1e9, 1.0)
+    assert shifted.borders.dtype == torch.float64
+    y = torch.tensor(1e9 + 0.5, dtype=torch.float64)
+    lp = base.log_prob(torch.tensor(0.5))
+    torch.testing.assert_close(shifted.log_prob(y), lp.double(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(shifted.mean - 1e9, base.mean.double(), atol=1e-4, rtol=0)

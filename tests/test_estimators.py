@@ -122,10 +122,14 @@ def test_constant_and_huge_targets_give_finite_predictions(
     tiny_checkpoint, standardizing_checkpoint
 ) -> None:
     x, _ = _data(d=1)
-    for y in (np.full(len(x), 3.0), 1e12 * np.sin(6 * x[:, 0])):
-        reg = PFNRegressor(checkpoint=str(standardizing_checkpoint)).fit(x, y)
-        assert np.isfinite(reg.predict(x)).all()
-        assert np.isfinite(reg.predict_quantiles(x, [0.05, 0.95])).all()
+    noise = np.random.default_rng(0).standard_normal(len(x))
+    targets = (np.full(len(x), 3.0), 1e12 * np.sin(6 * x[:, 0]), 1e12 + 0.01 * noise)
+    for y in targets:
+        for dtype in ("float64", "float32"):
+            reg = PFNRegressor(checkpoint=str(standardizing_checkpoint), dtype=dtype).fit(x, y)
+            assert np.isfinite(reg.predict(x)).all()
+            q = reg.predict_quantiles(x, [0.05, 0.95])
+            assert np.isfinite(q).all() and (q[:, 1] > q[:, 0]).all()
     with pytest.warns(UserWarning, match="outside"):
         reg = PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(x, 1e12 * np.ones(len(x)))
     assert np.isfinite(reg.predict(x)).all()

@@ -117,7 +117,7 @@ class PFN(nn.Module):
         return self.head(self.norm_out(h_qry_BMD))
 
     def output_distribution(self, logits_BMK: Tensor) -> BarDistribution:
-        return BarDistribution(self.borders.to(logits_BMK.dtype), logits_BMK)
+        return BarDistribution(self.borders, logits_BMK)
 
     # ------------------------------------------------------------------------- passes
     def forward(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor, x_qry_BMD: Tensor) -> BarDistribution:
