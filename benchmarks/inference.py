@@ -218,7 +218,7 @@ def latency_table(r: Result, sizes: Sizes) -> Table:
     table.add_column("measurement")
     table.add_column("ms", justify="right")
     rows = [
-        ("cached: reg.fit (loads the checkpoint, encodes the context)", "fit_s"),
+        ("cached: reg.fit (validates, maps and encodes the context)", "fit_s"),
         ("cached: reg.predict", "predict_s"),
         ("cached: reg.fit + reg.predict", "total_s"),
         ("uncached: model(x_ctx, y_ctx, x_qry)", "uncached_s"),

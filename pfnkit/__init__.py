@@ -1,5 +1,9 @@
 """pfnkit: amortized Bayesian inference with prior-fitted transformers."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
 
 from pfnkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -7,7 +11,6 @@ from pfnkit.data import Batch, Prior  # noqa: E402
 from pfnkit.distributions import BarDistribution, borders_from_samples  # noqa: E402
 from pfnkit.estimators import PFNRegressor  # noqa: E402
 from pfnkit.models import PFN, PFNConfig  # noqa: E402
-from pfnkit.training import TrainConfig, pretrain  # noqa: E402
 
 __all__ = [
     "PFN",
@@ -23,3 +26,14 @@ __all__ = [
     "pretrain",
     "save_checkpoint",
 ]
+
+_TRAINING = ("TrainConfig", "pretrain")
+
+
+def __getattr__(name: str) -> Any:
+    """Import the training stack (Lightning) only when it is asked for, not for inference."""
+    if name in _TRAINING:
+        from pfnkit import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'pfnkit' has no attribute {name!r}")

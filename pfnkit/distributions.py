@@ -67,7 +67,7 @@ class BarDistribution(Distribution):
     support = constraints.real
     has_rsample = False
 
-    def __init__(self, borders: Tensor, logits: Tensor, validate_args: bool | None = None):
+    def __init__(self, borders: Tensor, logits: Tensor, validate_args: bool | None = None) -> None:
         if borders.ndim != 1 or logits.shape[-1] + 1 != borders.shape[0]:
             raise ValueError(
                 f"borders must be (K+1,) for logits (..., K); got {tuple(borders.shape)} "

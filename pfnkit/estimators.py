@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from pfnkit.checkpoint import load_checkpoint
@@ -93,7 +94,7 @@ class PFNRegressor(RegressorMixin, BaseEstimator):
         device: str = "cpu",
         dtype: str = "float64",
         query_chunk_size: int = 4096,
-    ):
+    ) -> None:
         self.checkpoint = checkpoint
         self.device = device
         self.dtype = dtype
@@ -189,7 +190,7 @@ class PFNRegressor(RegressorMixin, BaseEstimator):
         dist = self.predict_distribution(X)
         return dist.quantiles(levels.to(dist.logits.dtype)).double().cpu().numpy()
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,14 @@ class TrainConfig:
             raise ValueError("log_uniform_fraction must lie in [0, 1]")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
-        if self.warmup_steps < 0 or self.lr <= 0:
-            raise ValueError("lr must be positive and warmup_steps non-negative")
+        if self.warmup_steps < 0 or self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError("lr and grad_clip must be positive and warmup_steps non-negative")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.num_workers < 0 or self.checkpoint_every < 1 or self.n_border_tasks < 1:
+            raise ValueError("need num_workers >= 0, checkpoint_every >= 1, n_border_tasks >= 1")
+        if self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be >= 0 (0 = no cap), got {self.max_minutes}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,7 +130,9 @@ def _stream_seed(*parts: int) -> int:
 class PriorStream(IterableDataset):
     """Endless stream of prior batches; each (rank, worker, resume offset) gets its own seed."""
 
-    def __init__(self, prior: Prior, config: TrainConfig, *, rank: int = 0, offset: int = 0):
+    def __init__(
+        self, prior: Prior, config: TrainConfig, *, rank: int = 0, offset: int = 0
+    ) -> None:
         super().__init__()
         self.prior = prior
         self.config = config
@@ -138,7 +147,7 @@ class PriorStream(IterableDataset):
             return min(cfg.n_ctx_max, int(math.exp(lo + (hi - lo) * u)))
         return int(torch.randint(cfg.n_ctx_min, cfg.n_ctx_max + 1, (), generator=generator))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
         if info is not None:
@@ -156,7 +165,7 @@ class PriorStream(IterableDataset):
 class PriorDataModule(L.LightningDataModule):
     """Streams fresh prior batches through DataLoader workers."""
 
-    def __init__(self, prior: Prior, config: TrainConfig, *, offset: int = 0):
+    def __init__(self, prior: Prior, config: TrainConfig, *, offset: int = 0) -> None:
         super().__init__()
         self.prior = prior
         self.config = config
@@ -188,7 +197,7 @@ def warmup_cosine(step: int, config: TrainConfig) -> float:
 class PFNLightningModule(L.LightningModule):
     """Minimises -log q(y_qry | context) of a PFN on streamed prior tasks."""
 
-    def __init__(self, model: PFN, config: TrainConfig):
+    def __init__(self, model: PFN, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
         self.config = config

@@ -127,20 +127,20 @@ def kernel_matrix(
     diff_BNMD = (x1_BND.unsqueeze(2) - x2_BMD.unsqueeze(1)) / lengthscale_BD[:, None, None, :]
     r2_BNM = diff_BNMD.pow(2).sum(-1)
     if kernel == "rbf":
-        k = torch.exp(-0.5 * r2_BNM)
+        k_BNM = torch.exp(-0.5 * r2_BNM)
     else:
-        r = r2_BNM.clamp_min(1e-300).sqrt() * (r2_BNM > 0)
+        r_BNM = r2_BNM.clamp_min(1e-300).sqrt() * (r2_BNM > 0)
         if kernel == "matern12":
-            k = torch.exp(-r)
+            k_BNM = torch.exp(-r_BNM)
         elif kernel == "matern32":
-            s = math.sqrt(3.0) * r
-            k = (1 + s) * torch.exp(-s)
+            s_BNM = math.sqrt(3.0) * r_BNM
+            k_BNM = (1 + s_BNM) * torch.exp(-s_BNM)
         elif kernel == "matern52":
-            s = math.sqrt(5.0) * r
-            k = (1 + s + s**2 / 3) * torch.exp(-s)
+            s_BNM = math.sqrt(5.0) * r_BNM
+            k_BNM = (1 + s_BNM + s_BNM**2 / 3) * torch.exp(-s_BNM)
         else:
             raise ValueError(f"unknown kernel {kernel!r}; choose from {KERNELS}")
-    return outputscale_B[:, None, None] * k
+    return outputscale_B[:, None, None] * k_BNM
 
 
 def _cholesky_with_jitter(cov_BTT: Tensor) -> Tensor:
@@ -166,7 +166,7 @@ def _cholesky_with_jitter(cov_BTT: Tensor) -> Tensor:
 class GPPrior:
     """Batched sampler of GP regression tasks (float64 internally, float32 out)."""
 
-    def __init__(self, config: GPPriorConfig | None = None):
+    def __init__(self, config: GPPriorConfig | None = None) -> None:
         self.config = config or GPPriorConfig()
 
     def sample_hyperparameters(self, batch_size: int, generator: torch.Generator) -> dict:
@@ -186,17 +186,21 @@ class GPPrior:
         cfg = self.config
         hyper = self.sample_hyperparameters(batch_size, generator)
         t = n_ctx + n_qry
-        u = torch.rand(batch_size, t, cfg.num_features, generator=generator, dtype=torch.float64)
-        x = cfg.x_low + (cfg.x_high - cfg.x_low) * u
-        cov = kernel_matrix(cfg.kernel, x, x, hyper["lengthscale"], hyper["outputscale"])
-        cov = cov + hyper["noise"][:, None, None] * torch.eye(t, dtype=torch.float64)
-        z = torch.randn(batch_size, t, 1, generator=generator, dtype=torch.float64)
-        y = (_cholesky_with_jitter(cov) @ z).squeeze(-1)
-        x, y = x.float(), y.float()
+        u_BTD = torch.rand(
+            batch_size, t, cfg.num_features, generator=generator, dtype=torch.float64
+        )
+        x_BTD = cfg.x_low + (cfg.x_high - cfg.x_low) * u_BTD
+        cov_BTT = kernel_matrix(
+            cfg.kernel, x_BTD, x_BTD, hyper["lengthscale"], hyper["outputscale"]
+        )
+        cov_BTT = cov_BTT + hyper["noise"][:, None, None] * torch.eye(t, dtype=torch.float64)
+        z_BT1 = torch.randn(batch_size, t, 1, generator=generator, dtype=torch.float64)
+        y_BT = (_cholesky_with_jitter(cov_BTT) @ z_BT1).squeeze(-1).float()
+        x_BTD = x_BTD.float()
         return Batch(
-            x_ctx=x[:, :n_ctx],
-            y_ctx=y[:, :n_ctx],
-            x_qry=x[:, n_ctx:],
-            y_qry=y[:, n_ctx:],
+            x_ctx=x_BTD[:, :n_ctx],
+            y_ctx=y_BT[:, :n_ctx],
+            x_qry=x_BTD[:, n_ctx:],
+            y_qry=y_BT[:, n_ctx:],
             meta={k: v.float() for k, v in hyper.items()},
         )

@@ -76,7 +76,7 @@ class PFN(nn.Module):
         borders: (n_bars + 1,) bar borders, usually `borders_from_samples` of prior targets.
     """
 
-    def __init__(self, config: PFNConfig, borders: Tensor):
+    def __init__(self, config: PFNConfig, borders: Tensor) -> None:
         super().__init__()
         if borders.shape != (config.n_bars + 1,):
             raise ValueError(f"borders must have shape ({config.n_bars + 1},), got {borders.shape}")
@@ -122,24 +122,24 @@ class PFN(nn.Module):
     # ------------------------------------------------------------------------- passes
     def forward(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor, x_qry_BMD: Tensor) -> BarDistribution:
         """One pass over context and queries; the distribution has batch shape (B, M)."""
-        h_ctx = self.embed_context(x_ctx_BND, y_ctx_BN)
-        h_qry = self.embed_queries(x_qry_BMD)
-        n = h_ctx.shape[1]
-        h_all = torch.cat([h_ctx, h_qry], dim=1)
+        h_ctx_BND = self.embed_context(x_ctx_BND, y_ctx_BN)
+        h_qry_BMD = self.embed_queries(x_qry_BMD)
+        n = h_ctx_BND.shape[1]
+        h_all_BTD = torch.cat([h_ctx_BND, h_qry_BMD], dim=1)
         for block in self.blocks:
-            k, v = block.context_keys_values(h_all[:, :n])
-            h_all = block(h_all, k, v)
-        return self.output_distribution(self.bar_logits(h_all[:, n:]))
+            k_BHNK, v_BHNK = block.context_keys_values(h_all_BTD[:, :n])
+            h_all_BTD = block(h_all_BTD, k_BHNK, v_BHNK)
+        return self.output_distribution(self.bar_logits(h_all_BTD[:, n:]))
 
     def encode_context(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor) -> ContextCache:
         """Run the context through every layer once and keep each layer's keys and values."""
-        h_ctx = self.embed_context(x_ctx_BND, y_ctx_BN)
+        h_ctx_BND = self.embed_context(x_ctx_BND, y_ctx_BN)
         keys, values = [], []
         for block in self.blocks:
-            k, v = block.context_keys_values(h_ctx)
-            keys.append(k)
-            values.append(v)
-            h_ctx = block(h_ctx, k, v)
+            k_BHNK, v_BHNK = block.context_keys_values(h_ctx_BND)
+            keys.append(k_BHNK)
+            values.append(v_BHNK)
+            h_ctx_BND = block(h_ctx_BND, k_BHNK, v_BHNK)
         return ContextCache(tuple(keys), tuple(values))
 
     def predict_from_cache(
@@ -151,10 +151,10 @@ class PFN(nn.Module):
         step = max(1, m if chunk_size is None else chunk_size)
         logits = []
         for start in range(0, max(m, 1), step):
-            h_qry = self.embed_queries(x_qry_BMD[:, start : start + step])
-            for block, k, v in zip(self.blocks, cache.keys, cache.values, strict=True):
-                h_qry = block(h_qry, k, v)
-            logits.append(self.bar_logits(h_qry))
+            h_qry_BMD = self.embed_queries(x_qry_BMD[:, start : start + step])
+            for block, k_BHNK, v_BHNK in zip(self.blocks, cache.keys, cache.values, strict=True):
+                h_qry_BMD = block(h_qry_BMD, k_BHNK, v_BHNK)
+            logits.append(self.bar_logits(h_qry_BMD))
         return self.output_distribution(torch.cat(logits, dim=1))
 
     def use_reference_attention(self, enabled: bool = True) -> None:

@@ -24,7 +24,7 @@ class KVAttention(nn.Module):
     exposed separately (`keys_values`) so a caller can cache them.
     """
 
-    def __init__(self, d_model: int, n_heads: int):
+    def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")

@@ -12,7 +12,7 @@ __all__ = ["ContextBlock", "FeedForward"]
 class FeedForward(nn.Sequential):
     """Linear → GELU → Linear."""
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int) -> None:
         super().__init__(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
 
@@ -24,7 +24,7 @@ class ContextBlock(nn.Module):
     context's keys and values of every layer can be computed once and reused.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int) -> None:
         super().__init__()
         self.norm_attn = nn.LayerNorm(d_model)
         self.attn = KVAttention(d_model, n_heads)
