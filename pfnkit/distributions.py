@@ -180,7 +180,7 @@ class BarDistribution(Distribution):
         right_frac = torch.erf((y - b[-2]).clamp_min(0) / (s_right * _SQRT2))
         frac = torch.where(idx == 0, left_frac, inner_frac)
         frac = torch.where(idx == self.n_bars - 1, right_frac, frac)
-        return c + p * frac
+        return (c + p * frac).clamp(0, 1)  # the cumulative sum may overshoot 1 by rounding
 
     def icdf(self, value: Tensor) -> Tensor:
         """Quantile function; `value` broadcasts against the batch like `log_prob`."""
