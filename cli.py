@@ -223,7 +223,7 @@ def _print_validation(report: Any, n_tasks: int) -> None:
             f"{1e3 * s.pfn_seconds_per_task:.2f}",
             f"{1e3 * s.exact_seconds_per_task:.2f}",
         )
-    console = Console()
+    console = Console(width=max(Console().width, 110))  # keep the table whole in logs
     console.print(table)
     verdict = "PASS" if report.passed else "FAIL"
     console.print(
