@@ -234,7 +234,12 @@ def _fixed_model(
 
 
 def exact_gp_predictive(
-    x_ctx_ND: Tensor, y_ctx_N: Tensor, x_qry_MD: Tensor, hyper: GPHyperparameters
+    x_ctx_ND: Tensor,
+    y_ctx_N: Tensor,
+    x_qry_MD: Tensor,
+    hyper: GPHyperparameters,
+    *,
+    query_chunk_size: int = 4096,
 ) -> GaussianPredictive:
     """Exact posterior predictive of y at query points under fixed GP hyperparameters.
 
@@ -246,6 +251,8 @@ def exact_gp_predictive(
         y_ctx_N: context targets, shape (N,).
         x_qry_MD: query inputs, shape (M, D), M >= 1.
         hyper: kernel, lengthscales, outputscale and noise variance.
+        query_chunk_size: queries per gpytorch call; the context solve is cached across
+            chunks, and no (M, M) test covariance is ever formed beyond one chunk.
 
     Returns:
         Predictive mean and variance of y (noise included), each shape (M,), float64.
@@ -264,10 +271,13 @@ def exact_gp_predictive(
     model, likelihood = _fixed_model(x_ctx_ND, y_ctx_N, hyper)
     model.eval()
     likelihood.eval()
+    means, variances = [], []
     with _exact_settings():
-        predictive = likelihood(model(x_qry_MD))
-        mean_M, variance_M = predictive.mean, predictive.variance
-    return GaussianPredictive(mean=mean_M, variance=variance_M)
+        for chunk_CD in x_qry_MD.split(max(1, query_chunk_size)):
+            predictive = likelihood(model(chunk_CD))
+            means.append(predictive.mean)
+            variances.append(predictive.variance)
+    return GaussianPredictive(mean=torch.cat(means), variance=torch.cat(variances))
 
 
 def exact_gp_predictive_batch(

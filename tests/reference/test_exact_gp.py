@@ -242,3 +242,15 @@ def test_mismatched_lengthscale_and_bad_level_raise() -> None:
         pred.interval(1.5)
     with pytest.raises(ValueError, match="unknown kernel"):
         fit_ml2(x_ctx, y_ctx, kernel="linear")
+
+
+def test_chunked_queries_match_one_call() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(20, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(20, generator=g, dtype=torch.float64)
+    xq = torch.rand(11, 2, generator=g, dtype=torch.float64)
+    hyper = GPHyperparameters(lengthscale=torch.tensor([0.3, 0.6]), outputscale=1.2, noise=0.05)
+    whole = exact_gp_predictive(x, y, xq, hyper)
+    chunked = exact_gp_predictive(x, y, xq, hyper, query_chunk_size=3)
+    torch.testing.assert_close(chunked.mean, whole.mean, atol=1e-12, rtol=0)
+    torch.testing.assert_close(chunked.variance, whole.variance, atol=1e-12, rtol=0)
