@@ -1,4 +1,4 @@
-"""Scores of predictive distributions against observed targets: NLL, interval coverage, PIT."""
+"""Scores of predictive distributions against observed targets: NLL and interval coverage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["interval_coverage", "nll", "pit"]
+__all__ = ["interval_coverage", "nll"]
 
 
 def nll(dist: Distribution, y: Tensor) -> Tensor:
@@ -33,8 +33,3 @@ def interval_coverage(dist: Distribution, y: Tensor, levels: Sequence[float]) ->
         hi = dist.icdf(torch.full_like(y, 1 - alpha))
         out[level] = float(((y >= lo) & (y <= hi)).to(torch.float64).mean())
     return out
-
-
-def pit(dist: Distribution, y: Tensor) -> Tensor:
-    """Probability integral transform F(y); uniform on [0, 1] under calibration."""
-    return dist.cdf(y)

@@ -59,10 +59,6 @@ class ContextCache:
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
 
-    @property
-    def n_ctx(self) -> int:
-        return self.keys[0].shape[2]
-
 
 class PFN(nn.Module):
     """Maps a context set and query inputs to a `BarDistribution` over each query's target.

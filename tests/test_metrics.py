@@ -1,0 +1,35 @@
+"""Metrics against closed forms: NLL of a Normal, interval coverage of its own samples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pfnkit.metrics import interval_coverage, nll
+
+FLOAT64_ATOL = 1e-12
+STANDARD_ERRORS = 4.0
+
+
+def test_nll_of_a_standard_normal_at_zero() -> None:
+    dist = torch.distributions.Normal(torch.zeros(3, dtype=torch.float64), 1.0)
+    assert float(nll(dist, torch.zeros(3, dtype=torch.float64))) == pytest.approx(
+        0.5 * math.log(2 * math.pi), abs=FLOAT64_ATOL
+    )
+
+
+def test_interval_coverage_of_samples_from_the_distribution_itself() -> None:
+    n = 20000
+    dist = torch.distributions.Normal(torch.full((n,), 2.0, dtype=torch.float64), 3.0)
+    z = torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = 2.0 + 3.0 * z
+    coverage = interval_coverage(dist, y, (0.5, 0.9))
+    for level, value in coverage.items():
+        se = math.sqrt(level * (1 - level) / n)
+        assert abs(value - level) < STANDARD_ERRORS * se
+    shifted = interval_coverage(dist, y + 20.0, (0.9,))  # 6.7 standard deviations off
+    assert shifted[0.9] < 0.01
+    with pytest.raises(ValueError, match="interval level"):
+        interval_coverage(dist, y, (1.0,))
