@@ -171,6 +171,11 @@ class PriorDataModule(L.LightningDataModule):
         self.config = config
         self.offset = offset
 
+    def transfer_batch_to_device(
+        self, batch: Batch, device: torch.device, dataloader_idx: int
+    ) -> Batch:
+        return batch.to(device)
+
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         stream = PriorStream(self.prior, self.config, rank=rank, offset=self.offset)
@@ -203,9 +208,6 @@ class PFNLightningModule(L.LightningModule):
         self.config = config
         if config.compile:
             self.model.compile()
-
-    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
-        return batch.to(device)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         dist = self.model(batch.x_ctx, batch.y_ctx, batch.x_qry)
