@@ -58,7 +58,7 @@ class Checkpoint:
 
     @property
     def data_mapping(self) -> dict[str, str]:
-        return self.card.get("data_mapping", {"x": "identity", "y": "identity"})
+        return self.card["data_mapping"]  # save_checkpoint always writes one
 
 
 def available_checkpoints() -> list[str]:
