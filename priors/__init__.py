@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from priors.gmm import GMMPrior, GMMPriorConfig
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
 
-__all__ = ["REGISTRY", "GPPrior", "GPPriorConfig", "Hyperprior", "make_prior"]
+__all__ = [
+    "REGISTRY",
+    "GMMPrior",
+    "GMMPriorConfig",
+    "GPPrior",
+    "GPPriorConfig",
+    "Hyperprior",
+    "make_prior",
+]
 
 # name -> (prior class, config class)
 REGISTRY: dict[str, tuple[type, type]] = {
     "gp": (GPPrior, GPPriorConfig),
+    "gmm": (GMMPrior, GMMPriorConfig),
 }
 
 

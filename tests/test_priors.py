@@ -22,13 +22,23 @@ def test_registered_prior_contract(name: str) -> None:
     assert isinstance(prior, Prior)
     batch = prior.sample(3, 5, 4, generator=torch.Generator().manual_seed(0))
     assert isinstance(batch, Batch)
-    assert batch.x_ctx.shape[:2] == (3, 5) and batch.x_qry.shape[:2] == (3, 4)
-    for tensor in (batch.x_ctx, batch.y_ctx, batch.x_qry, batch.y_qry, *batch.meta.values()):
+    # priors over parameters (gmm) have observations but no query points
+    assert batch.x_ctx.shape[:2] == (3, 5) and batch.x_qry.shape[:2] in ((3, 4), (3, 0))
+
+    def tensors(b: Batch) -> list[torch.Tensor]:
+        return [b.x_ctx, b.y_ctx, b.x_qry, b.y_qry, *(b.meta[k] for k in sorted(b.meta))]
+
+    for tensor in tensors(batch):
         assert torch.isfinite(tensor).all()
     again = prior.sample(3, 5, 4, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(batch.y_qry, again.y_qry, atol=0, rtol=0)
+    for first, second in zip(tensors(batch), tensors(again), strict=True):
+        torch.testing.assert_close(first, second, atol=0, rtol=0)
     other = prior.sample(3, 5, 4, generator=torch.Generator().manual_seed(1))
-    assert not torch.equal(batch.y_qry, other.y_qry)
+    differs = [
+        a.shape != b.shape or not torch.equal(a, b)
+        for a, b in zip(tensors(batch), tensors(other), strict=False)
+    ]
+    assert any(differs)
     config_cls = priors.REGISTRY[name][1]
     assert config_cls.from_dict(prior.config.to_dict()) == prior.config
 

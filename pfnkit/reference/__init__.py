@@ -1,5 +1,10 @@
 """Exact inference oracles that PFN predictions are checked against."""
 
+from pfnkit.reference.analytic import (
+    conjugate_gmm_posterior,
+    gmm_from_covariances,
+    gmm_from_scale_tril,
+)
 from pfnkit.reference.exact_gp import (
     KERNELS,
     GaussianPredictive,
@@ -14,8 +19,11 @@ __all__ = [
     "KERNELS",
     "GPHyperparameters",
     "GaussianPredictive",
+    "conjugate_gmm_posterior",
     "exact_gp_predictive",
     "exact_gp_predictive_batch",
     "fit_ml2",
+    "gmm_from_covariances",
+    "gmm_from_scale_tril",
     "log_marginal_likelihood",
 ]
