@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pfnkit.models.pfn import PFN, PFNConfig
+from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig
 
 __all__ = [
     "Checkpoint",
     "available_checkpoints",
     "checkpoint_dir",
     "load_checkpoint",
+    "model_kind",
     "resolve_checkpoint",
     "save_checkpoint",
     "sha256_of",
@@ -27,7 +29,29 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_MODEL_KINDS: dict[str, tuple[type[nn.Module], type]] = {"pfn": (PFN, PFNConfig)}
+
+
+def _build_pfn(config: PFNConfig, state: dict[str, torch.Tensor]) -> PFN:
+    return PFN(config, state["borders"])
+
+
+def _build_dt(config: DTConfig, state: dict[str, torch.Tensor]) -> DistributionTransformer:
+    return DistributionTransformer(config)
+
+
+# model_kind -> (model class, config class, builder from config and weights)
+_MODEL_KINDS: dict[str, tuple[type[nn.Module], type, Callable[..., nn.Module]]] = {
+    "pfn": (PFN, PFNConfig, _build_pfn),
+    "dt": (DistributionTransformer, DTConfig, _build_dt),
+}
+
+
+def model_kind(model: nn.Module) -> str:
+    """The card's `model_kind` for `model`."""
+    for kind, (model_cls, _, _) in _MODEL_KINDS.items():
+        if isinstance(model, model_cls):
+            return kind
+    raise TypeError(f"cannot save a {type(model).__name__}; known: {sorted(_MODEL_KINDS)}")
 
 
 def checkpoint_dir() -> Path:
@@ -111,16 +135,16 @@ def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "c
         raise ValueError(
             f"unknown model_kind {kind!r} in {card_path}; known: {sorted(_MODEL_KINDS)}"
         )
-    model_cls, config_cls = _MODEL_KINDS[kind]
+    _, config_cls, build = _MODEL_KINDS[kind]
     state = load_file(weights_path, device=str(device))
-    model = model_cls(config_cls.from_dict(card["model_config"]), state["borders"])
+    model = build(config_cls.from_dict(card["model_config"]), state)
     model.load_state_dict(state, strict=True)
     return Checkpoint(name=name, model=model.to(device).eval(), card=card)
 
 
 def save_checkpoint(
     path: str | Path,
-    model: PFN,
+    model: nn.Module,
     *,
     prior_name: str,
     prior_config: dict[str, Any],
@@ -144,7 +168,7 @@ def save_checkpoint(
         "pfnkit_version": __version__,
         "name": stem.name,
         "description": description,
-        "model_kind": "pfn",
+        "model_kind": model_kind(model),
         "model_config": model.config.to_dict(),
         "n_parameters": model.n_parameters,
         "prior_name": prior_name,

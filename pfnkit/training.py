@@ -20,11 +20,14 @@ from lightning.pytorch.callbacks import (
     Timer,
 )
 from lightning.pytorch.loggers import CSVLogger
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, IterableDataset
 
+from pfnkit.checkpoint import load_checkpoint
 from pfnkit.data import Batch, Prior
 from pfnkit.distributions import borders_from_samples
-from pfnkit.models.pfn import PFN, PFNConfig
+from pfnkit.fisher import fisher_trace_estimate
+from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig
 
 __all__ = [
     "PFNLightningModule",
@@ -69,6 +72,12 @@ class TrainConfig:
         devices: devices per node.
         num_nodes: nodes.
         strategy: Lightning strategy ("auto", "ddp", ...).
+        fisher_weight: weight β of the Fisher-information penalty
+            β·E‖∇_D log q(y | D)‖² on the context data D = (x_ctx, y_ctx), with y drawn
+            from the model (Glöckler et al., arXiv 2305.14984); 0 turns it off.
+        fisher_samples: model samples per query point in the penalty's estimate.
+        init_from: checkpoint name or path whose weights (and bar borders) training
+            starts from instead of a fresh initialisation; "" = fresh.
     """
 
     steps: int = 1000
@@ -93,11 +102,15 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    fisher_weight: float = 0.0
+    fisher_samples: int = 2
+    init_from: str = ""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_ctx_min <= self.n_ctx_max:
+        if not 0 <= self.n_ctx_min <= self.n_ctx_max or self.n_ctx_max < 1:
             raise ValueError(
-                f"need 1 <= n_ctx_min <= n_ctx_max, got {self.n_ctx_min}, {self.n_ctx_max}"
+                f"need 0 <= n_ctx_min <= n_ctx_max and n_ctx_max >= 1, got {self.n_ctx_min}, "
+                f"{self.n_ctx_max}"
             )
         if self.steps < 1 or self.batch_size < 1 or self.n_qry < 1:
             raise ValueError("steps, batch_size and n_qry must be positive")
@@ -111,6 +124,11 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.num_workers < 0 or self.checkpoint_every < 1 or self.n_border_tasks < 1:
             raise ValueError("need num_workers >= 0, checkpoint_every >= 1, n_border_tasks >= 1")
+        if self.fisher_weight < 0 or self.fisher_samples < 1:
+            raise ValueError(
+                f"need fisher_weight >= 0 and fisher_samples >= 1, got {self.fisher_weight}, "
+                f"{self.fisher_samples}"
+            )
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be >= 0 (0 = no cap), got {self.max_minutes}")
 
@@ -142,9 +160,10 @@ class PriorStream(IterableDataset):
     def draw_n_ctx(self, generator: torch.Generator) -> int:
         cfg = self.config
         if float(torch.rand((), generator=generator)) < cfg.log_uniform_fraction:
-            lo, hi = math.log(cfg.n_ctx_min), math.log(cfg.n_ctx_max + 1)
+            shift = 1 if cfg.n_ctx_min == 0 else 0  # log-uniform over n + 1 when 0 is allowed
+            lo, hi = math.log(cfg.n_ctx_min + shift), math.log(cfg.n_ctx_max + 1 + shift)
             u = float(torch.rand((), generator=generator))
-            return min(cfg.n_ctx_max, int(math.exp(lo + (hi - lo) * u)))
+            return min(cfg.n_ctx_max, int(math.exp(lo + (hi - lo) * u)) - shift)
         return int(torch.randint(cfg.n_ctx_min, cfg.n_ctx_max + 1, (), generator=generator))
 
     def __iter__(self) -> Iterator[Batch]:
@@ -200,9 +219,13 @@ def warmup_cosine(step: int, config: TrainConfig) -> float:
 
 
 class PFNLightningModule(L.LightningModule):
-    """Minimises -log q(y_qry | context) of a PFN on streamed prior tasks."""
+    """Minimises -log q(target | data) on streamed prior tasks.
 
-    def __init__(self, model: PFN, config: TrainConfig) -> None:
+    For a PFN the target is y_qry given the context; for a Distribution Transformer it is
+    the θ that generated the observations, given the prior in `meta`.
+    """
+
+    def __init__(self, model: PFN | DistributionTransformer, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
         self.config = config
@@ -210,16 +233,46 @@ class PFNLightningModule(L.LightningModule):
             self.model.compile()
 
     def loss(self, batch: Batch) -> torch.Tensor:
+        if isinstance(self.model, DistributionTransformer):
+            return -self.model.from_batch(batch).log_prob(batch.meta["theta"]).mean()
         dist = self.model(batch.x_ctx, batch.y_ctx, batch.x_qry)
         return -dist.log_prob(batch.y_qry).mean()
 
+    def regularised_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(NLL, Fisher-trace estimate) of one batch; the penalty needs a double backward.
+
+        The fused CPU attention kernel has no double backward, so this pass runs SDPA's
+        math backend. Model samples come from a generator seeded by (seed, rank, step).
+        """
+        cfg = self.config
+        generator = torch.Generator(device=batch.y_ctx.device).manual_seed(
+            _stream_seed(cfg.seed, self.global_rank, self.global_step, 7)
+        )
+        x_ctx = batch.x_ctx.detach().requires_grad_(True)
+        y_ctx = batch.y_ctx.detach().requires_grad_(True)
+        with sdpa_kernel(SDPBackend.MATH):
+            dist = self.model(x_ctx, y_ctx, batch.x_qry)
+            nll = -dist.log_prob(batch.y_qry).mean()
+            with torch.no_grad():
+                y_SBM = dist.sample((cfg.fisher_samples,), generator=generator)
+            log_prob_BSM = dist.log_prob(y_SBM.to(dist.logits.dtype)).transpose(0, 1)
+            fisher = fisher_trace_estimate(log_prob_BSM, (x_ctx, y_ctx), generator=generator)
+        return nll, fisher.mean()
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        if self.config.fisher_weight > 0 and isinstance(self.model, DistributionTransformer):
+            raise NotImplementedError("the Fisher penalty is implemented for PFNs only")
+        if self.config.fisher_weight > 0:
+            nll, fisher = self.regularised_loss(batch)
+            loss = nll + self.config.fisher_weight * fisher
+            self.log("train/fisher", fisher, prog_bar=True, batch_size=batch.batch_size)
+        else:
+            loss = nll = self.loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss became {loss.item()} at step {self.global_step}"
             )
-        self.log("train/nll", loss, prog_bar=True, batch_size=batch.batch_size)
+        self.log("train/nll", nll, prog_bar=True, batch_size=batch.batch_size)
         self.log("train/n_ctx", float(batch.n_ctx), batch_size=batch.batch_size)
         return loss
 
@@ -244,11 +297,30 @@ def prior_borders(prior: Prior, model_config: PFNConfig, train_config: TrainConf
     return borders_from_samples(batch.y_qry, model_config.n_bars)
 
 
-def initial_model(model_config: PFNConfig, prior: Prior, train_config: TrainConfig) -> PFN:
-    """The untrained PFN `pretrain` starts from: prior borders, weights seeded by the config.
+def initial_model(
+    model_config: PFNConfig | DTConfig, prior: Prior, train_config: TrainConfig
+) -> PFN | DistributionTransformer:
+    """The model `pretrain` starts from, with weights seeded by the config.
 
-    The global RNG is forked, so the caller's random state is left untouched.
+    A PFN's bar borders come from prior targets. With `train_config.init_from`, it is
+    that checkpoint's model instead (fine-tuning), which must have exactly
+    `model_config`. The global RNG is forked, so the caller's random state is left
+    untouched.
     """
+    if train_config.init_from:
+        parent = load_checkpoint(train_config.init_from).model
+        if parent.config != model_config:
+            raise ValueError(
+                f"init_from={train_config.init_from!r} has model config {parent.config}, "
+                f"but training asks for {model_config}; use the parent's [model] section"
+            )
+        return parent.train()
+    if isinstance(model_config, DTConfig):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_stream_seed(train_config.seed, 2**31 - 2))
+            return DistributionTransformer(model_config)
+    if train_config.n_ctx_min < 1:
+        raise ValueError("a PFN needs at least one context point: set n_ctx_min >= 1")
     borders = prior_borders(prior, model_config, train_config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_stream_seed(train_config.seed, 2**31 - 2))
@@ -272,15 +344,15 @@ def _resume_step(ckpt_path: Path | None) -> int:
 
 
 def pretrain(
-    model_config: PFNConfig,
+    model_config: PFNConfig | DTConfig,
     prior: Prior,
     train_config: TrainConfig,
     *,
     run_dir: str | Path = "runs/pfn",
     resume: bool = True,
     progress: bool = False,
-) -> PFN:
-    """Pretrain a PFN on `prior` and return it (in eval mode, on the CPU).
+) -> PFN | DistributionTransformer:
+    """Pretrain a PFN (or a Distribution Transformer) on `prior`; return it in eval mode on CPU.
 
     Resumable Lightning checkpoints and a CSV log go to `run_dir`; with `resume`, an
     existing `run_dir/checkpoints/last.ckpt` is picked up where it stopped.

@@ -129,3 +129,49 @@ def test_bf16_autocast_trains_with_finite_loss(tmp_path: Path) -> None:
     )
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert model.x_encoder[0].weight.dtype == torch.float32  # autocast, weights stay fp32
+
+
+def _logged(run_dir: Path, column: str) -> list[float]:
+    with open(run_dir / "log" / "version_0" / "metrics.csv") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
+
+
+def test_fisher_penalty_trains_and_is_logged(tmp_path: Path) -> None:
+    config = _tiny_train(10, fisher_weight=1e-3, fisher_samples=2)
+    pretrain(TINY_MODEL, GPPrior(), config, run_dir=tmp_path)
+    fisher = _logged(tmp_path, "train/fisher")
+    assert len(fisher) == 1 and math.isfinite(fisher[0]) and fisher[0] > 0
+
+
+def test_fisher_weight_shrinks_the_data_gradient(tmp_path: Path) -> None:
+    """Same seed and steps: a large β gives a smaller Fisher trace than β = 0 on fresh tasks."""
+    from pfnkit.training import PFNLightningModule
+
+    prior = GPPrior()
+    tasks = prior.sample(64, 8, 16, generator=torch.Generator().manual_seed(5))
+
+    def fisher_of(model: PFN) -> float:
+        module = PFNLightningModule(model.train(), _tiny_train(1, fisher_weight=1.0))
+        return float(module.regularised_loss(tasks)[1].detach())
+
+    plain = pretrain(TINY_MODEL, prior, _tiny_train(40), run_dir=tmp_path / "plain")
+    robust = pretrain(
+        TINY_MODEL, prior, _tiny_train(40, fisher_weight=1.0), run_dir=tmp_path / "robust"
+    )
+    assert fisher_of(robust) < 0.5 * fisher_of(plain)
+
+
+def test_init_from_starts_at_the_parent_and_checks_the_config(tmp_path: Path) -> None:
+    from pfnkit.checkpoint import save_checkpoint
+
+    parent = initial_model(TINY_MODEL, GPPrior(), _tiny_train(1, seed=3))
+    save_checkpoint(
+        tmp_path / "parent", parent, prior_name="gp", prior_config={}, train_config={},
+        command="test",
+    )  # fmt: skip
+    child = initial_model(TINY_MODEL, GPPrior(), _tiny_train(1, init_from=str(tmp_path / "parent")))
+    for (name, a), b in zip(parent.state_dict().items(), child.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+    other = PFNConfig(num_features=1, d_model=32, n_heads=4, n_layers=1, d_ff=64, n_bars=50)
+    with pytest.raises(ValueError, match="model config"):
+        initial_model(other, GPPrior(), _tiny_train(1, init_from=str(tmp_path / "parent")))

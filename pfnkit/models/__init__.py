@@ -1,5 +1,6 @@
-"""Model families: the PFN (data → predictive) and, later, the Distribution Transformer."""
+"""Model families: the PFN (data → predictive) and the Distribution Transformer (→ posterior)."""
 
+from pfnkit.models.distribution_transformer import DistributionTransformer, DTConfig
 from pfnkit.models.pfn import PFN, ContextCache, PFNConfig
 
-__all__ = ["PFN", "ContextCache", "PFNConfig"]
+__all__ = ["PFN", "ContextCache", "DTConfig", "DistributionTransformer", "PFNConfig"]
