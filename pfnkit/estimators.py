@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,10 +23,33 @@ __all__ = ["DataMapping", "PFNRegressor"]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _MAPPINGS = ("identity", "standardize")
 _FEATURE_MODES = ("exact", "pad")
 _MIN_SCALE = 1e-12
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# how allocators word a failed allocation: CPU ("can't allocate memory"), CUDA/MPS ("out of memory")
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        marker in str(error).lower() for marker in _OOM_MARKERS
+    )
+
+
+@contextlib.contextmanager
+def _explain_out_of_memory(what: str, advice: str) -> Iterator[None]:
+    """Re-raise an allocation failure inside the block as a `MemoryError` that says what to do."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MemoryError(f"{what} ran out of memory ({first_line}); {advice}") from error
 
 
 @dataclass(frozen=True)
@@ -80,7 +106,12 @@ class PFNRegressor(RegressorMixin, BaseEstimator):
         device: torch device for the model.
         dtype: "float64" (default: NumPy's precision, so predictions do not depend on how
             the query rows are batched) or "float32" (about twice as fast on a CPU).
-        query_chunk_size: query points per forward pass in `predict*`.
+        query_chunk_size: query points per forward pass in `predict*`. A chunk's
+            activations grow linearly in it; lower it if `predict` runs out of memory.
+
+    Memory grows linearly in the context size and the number of queries: attention runs
+    through SDPA's fused kernels, which never form an (N + M)² score matrix. An allocation
+    failure raises a `MemoryError` that names the knob to turn.
 
     Attributes:
         checkpoint_: the loaded `Checkpoint` (model and card).
@@ -125,7 +156,13 @@ class PFNRegressor(RegressorMixin, BaseEstimator):
             )
         y_model = self._clip_context_targets(self.mapping_.map_y(y))
         model = self.checkpoint_.model
-        with torch.no_grad():
+        advice = (
+            "fit's memory grows linearly in the context size, so pass fewer context points "
+            "(a random subset), use dtype='float32' (half the memory of float64) or a device "
+            "with more memory"
+        )
+        what = f"encoding a context of {X.shape[0]} points on device {self.device!r}"
+        with torch.no_grad(), _explain_out_of_memory(what, advice):
             x_t = self._to_model_x(X).unsqueeze(0)
             y_t = torch.as_tensor(y_model, dtype=_DTYPES[self.dtype], device=self.device)[None]
             self.cache_: ContextCache = model.encode_context(x_t, y_t)
@@ -167,28 +204,41 @@ class PFNRegressor(RegressorMixin, BaseEstimator):
         return torch.as_tensor(x, dtype=_DTYPES[self.dtype], device=self.device)
 
     # --------------------------------------------------------------------- prediction
-    def predict_distribution(self, X: np.ndarray) -> BarDistribution:
-        """Posterior predictive of y at each row of X, batch shape (m,), in the user's units."""
+    def _decode(self, X: np.ndarray, summary: Callable[[BarDistribution], _T]) -> _T:
+        """`summary` of the predictive distribution at X; an allocation failure says what to do."""
         check_is_fitted(self, "cache_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         model = self.checkpoint_.model
-        with torch.no_grad():
+        chunk = self.query_chunk_size
+        advice = (
+            f"pass a smaller query_chunk_size (now {chunk}; e.g. "
+            f"PFNRegressor(query_chunk_size={max(1, chunk // 4)})), use dtype='float32' (half "
+            "the memory of float64), or predict fewer rows per call"
+        )
+        what = f"predicting {X.shape[0]} queries on device {self.device!r}"
+        with torch.no_grad(), _explain_out_of_memory(what, advice):
             dist = model.predict_from_cache(
-                self.cache_, self._to_model_x(X).unsqueeze(0), chunk_size=self.query_chunk_size
+                self.cache_, self._to_model_x(X).unsqueeze(0), chunk_size=chunk
             )
-        dist = dist[0]
-        mapping = self.mapping_
-        return dist.affine(mapping.y_loc, mapping.y_scale)
+            mapping = self.mapping_
+            return summary(dist[0].affine(mapping.y_loc, mapping.y_scale))
+
+    def predict_distribution(self, X: np.ndarray) -> BarDistribution:
+        """Posterior predictive of y at each row of X, batch shape (m,), in the user's units."""
+        return self._decode(X, lambda dist: dist)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Posterior predictive mean."""
-        return self.predict_distribution(X).mean.double().cpu().numpy()
+        return self._decode(X, lambda dist: dist.mean.double().cpu().numpy())
 
     def predict_quantiles(self, X: np.ndarray, quantiles: list[float] | np.ndarray) -> np.ndarray:
         """Predictive quantiles, shape (m, len(quantiles))."""
         levels = torch.as_tensor(np.asarray(quantiles, dtype=np.float64))
-        dist = self.predict_distribution(X)
-        return dist.quantiles(levels.to(dist.logits.dtype)).double().cpu().numpy()
+
+        def summary(dist: BarDistribution) -> np.ndarray:
+            return dist.quantiles(levels.to(dist.logits.dtype)).double().cpu().numpy()
+
+        return self._decode(X, summary)
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()

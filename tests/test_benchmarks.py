@@ -20,3 +20,28 @@ def test_inference_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> Non
     report = json.loads(out.read_text())
     assert {"latency", "points", "exponents"} <= set(report)
     assert report["points"], "the growth sweeps measured nothing"
+
+
+def _run_smoke(script: str, out: Path, *options: str) -> dict:
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out),
+               *options]  # fmt: skip
+    subprocess.run(command, check=True, timeout=300, capture_output=True, cwd=ROOT)
+    return json.loads(out.read_text())
+
+
+def test_scaling_benchmark_smoke(tmp_path: Path) -> None:
+    report = _run_smoke("scaling.py", tmp_path / "scaling.json")  # the shipped gp-rbf
+    assert {"points", "exponents", "sweeps"} <= set(report)
+    for point in report["points"]:
+        assert point["pfn"]["peak_mib"] > 0 and point["gp"]["total_s"] > 0
+    for slopes in report["exponents"].values():
+        assert {"total_s", "gp_s", "pfn_mib"} <= set(slopes)
+
+
+def test_training_benchmark_smoke(tmp_path: Path) -> None:
+    report = _run_smoke("training.py", tmp_path / "training.json",
+                        "--config", str(ROOT / "examples/configs/gp_rbf.toml"))  # fmt: skip
+    assert report["variants"][0]["name"] == "fp32"
+    for variant in report["variants"]:
+        assert variant["in_memory_steps_per_s"] > 0 and variant["streaming_steps_per_s"] > 0
+        assert variant["streaming_ratio"] > 0

@@ -139,3 +139,38 @@ def test_in_range_targets_raise_no_warning(tiny_checkpoint) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(*_data()).predict(np.zeros((2, 1)))
+
+
+_CPU_OOM = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 80000000000 bytes."
+
+
+def _raiser(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError(_CPU_OOM), torch.OutOfMemoryError("CUDA out of memory.")]
+)
+def test_out_of_memory_names_the_knobs(tiny_checkpoint, monkeypatch, error) -> None:
+    x, y = _data()
+    reg = PFNRegressor(checkpoint=str(tiny_checkpoint), query_chunk_size=1000).fit(x, y)
+    model_cls = type(reg.checkpoint_.model)
+    monkeypatch.setattr(model_cls, "predict_from_cache", _raiser(error))
+    for predict in (reg.predict, reg.predict_distribution):
+        with pytest.raises(MemoryError, match=r"query_chunk_size \(now 1000.*float32") as info:
+            predict(x)
+        assert info.value.__cause__ is error
+    monkeypatch.setattr(model_cls, "encode_context", _raiser(error))
+    with pytest.raises(MemoryError, match="context of 12 points.*fewer context points"):
+        reg.fit(x, y)
+
+
+def test_other_runtime_errors_pass_through(tiny_checkpoint, monkeypatch) -> None:
+    reg = PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(*_data())
+    error = RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    monkeypatch.setattr(type(reg.checkpoint_.model), "predict_from_cache", _raiser(error))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        reg.predict(np.zeros((2, 1)))
