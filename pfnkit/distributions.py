@@ -5,7 +5,8 @@ their mass uniformly. The two outer buckets are half-normal tails, ``(-inf, b_1]
 ``[b_{K-1}, inf)``, whose scales are the widths of the outermost training bars
 ``b_1 - b_0`` and ``b_K - b_{K-1}``. Every method below (log_prob, cdf, icdf, moments,
 entropy, mode, sample) is derived from that single piecewise density, so they agree with
-one another in the tails too.
+one another in the tails too. The KL divergence between two bar distributions on the same
+borders is registered with ``torch.distributions.kl_divergence``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution, constraints, register_kl
 
 __all__ = ["BarDistribution", "borders_from_samples"]
 
@@ -301,3 +302,22 @@ class BarDistribution(Distribution):
     def __getitem__(self, index: object) -> BarDistribution:
         """Index the batch like a tensor: ``dist[0]``, ``dist[:, :5]``."""
         return BarDistribution(self.borders, self.logits[index])
+
+
+@register_kl(BarDistribution, BarDistribution)
+def _kl_bar_bar(p: BarDistribution, q: BarDistribution) -> Tensor:
+    """Exact KL(p ‖ q) for bar distributions on the same borders: a sum over bucket masses.
+
+    Inside each bucket both densities have the same shape: uniform on an inner bucket, and a
+    half-normal on a tail whose scale depends only on the borders. Their ratio is therefore
+    the constant P_i / Q_i there, and ``KL = Σ_i P_i (log P_i - log Q_i)``.
+    """
+    if p.borders.shape != q.borders.shape or not torch.equal(p.borders, q.borders.to(p.borders)):
+        raise ValueError(
+            "the closed-form KL needs both bar distributions on the same borders; "
+            "build them from the same model (or the same `borders` tensor)"
+        )
+    log_p, log_q = p.log_probs, q.log_probs.to(p.log_probs.dtype)
+    probs = log_p.exp()
+    terms = torch.where(probs > 0, probs * (log_p - log_q), 0.0)  # 0 log 0 = 0
+    return terms.sum(-1)
