@@ -14,11 +14,14 @@ from pfnkit.reference.exact_gp import (
     fit_ml2,
     log_marginal_likelihood,
 )
+from pfnkit.reference.mcmc import NUTSConfig, NUTSResult, mc_predictive_log_prob, run_nuts
 
 __all__ = [
     "KERNELS",
     "GPHyperparameters",
     "GaussianPredictive",
+    "NUTSConfig",
+    "NUTSResult",
     "conjugate_gmm_posterior",
     "exact_gp_predictive",
     "exact_gp_predictive_batch",
@@ -26,4 +29,6 @@ __all__ = [
     "gmm_from_covariances",
     "gmm_from_scale_tril",
     "log_marginal_likelihood",
+    "mc_predictive_log_prob",
+    "run_nuts",
 ]
