@@ -1,4 +1,4 @@
-"""pfnkit command line: pretrain, predict and validate. Thin wiring of priors and pfnkit."""
+"""pfnkit command line: pretrain, predict, validate, robustness. Wires priors to pfnkit."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 __all__ = ["main"]
 
 _SECTIONS = ("prior", "model", "train", "card")
+_DISTRIBUTED_FLAGS = ("accelerator", "devices", "num_nodes", "strategy")  # train.* overrides
 
 
 def _parse_value(text: str) -> Any:
@@ -50,16 +51,31 @@ def _command_line(argv: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- pretrain
+def _model_config(prior: Any, section: dict[str, Any]) -> Any:
+    """PFNConfig, or DTConfig with `kind = "dt"`; input sizes come from the prior."""
+    from pfnkit.models import DTConfig, PFNConfig
+
+    section = dict(section)
+    kind = section.pop("kind", "pfn")
+    if kind == "dt":
+        sizes = {"dim": prior.config.dim, "obs_dim": prior.config.obs_dim}
+        return DTConfig.from_dict({**sizes, "k_max": prior.config.k_max, **section})
+    if kind != "pfn":
+        raise SystemExit(f"[model] kind must be 'pfn' or 'dt', got {kind!r}")
+    return PFNConfig.from_dict({"num_features": prior.config.num_features, **section})
+
+
 def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
     import priors
     from pfnkit.checkpoint import save_checkpoint, write_manifest
-    from pfnkit.models import PFNConfig
-    from pfnkit.training import TrainConfig, pretrain, training_summary
+    from pfnkit.training import TrainConfig, pretrain
 
     config = load_config(args.config, args.set)
+    for key in _DISTRIBUTED_FLAGS:  # the command-line flags win over the TOML file and --set
+        if getattr(args, key) is not None:
+            config["train"][key] = getattr(args, key)
     prior = priors.make_prior(args.prior, config["prior"])
-    model_section = {"num_features": prior.config.num_features, **config["model"]}
-    model_config = PFNConfig.from_dict(model_section)
+    model_config = _model_config(prior, config["model"])
     train_config = TrainConfig.from_dict(config["train"])
     out = Path(args.out)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / out.name
@@ -71,6 +87,8 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
+    if _global_rank() != 0:  # under DDP every rank holds the same weights; rank 0 writes them
+        return 0
     card_section = config["card"]
     card_path = save_checkpoint(
         out,
@@ -81,12 +99,33 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
         command=_command_line(argv),
         data_mapping=card_section.get("data_mapping"),
         tolerances=card_section.get("tolerances"),
-        training=training_summary(run_dir),
+        training=_training_record(run_dir, train_config),
         description=card_section.get("description", ""),
     )
     write_manifest(card_path.parent)
     print(f"wrote {card_path} and {card_path.with_suffix('.safetensors')}")
     return 0
+
+
+def _global_rank() -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(rank_zero_only.rank)  # set by Lightning's strategy (0 without one)
+
+
+def _training_record(run_dir: Path, train_config: Any) -> dict[str, Any]:
+    """Steps and minutes of this run, plus the parent checkpoint's when it was fine-tuned."""
+    from pfnkit.checkpoint import resolve_checkpoint
+    from pfnkit.training import training_summary
+
+    record: dict[str, Any] = dict(training_summary(run_dir))
+    if train_config.init_from:
+        name, card_path, _ = resolve_checkpoint(train_config.init_from)
+        parent = json.loads(card_path.read_text())
+        record["init_from"] = {"name": name, "sha256": parent["sha256"], **parent["training"]}
+        total = record["train_minutes"] + parent["training"].get("train_minutes", 0.0)
+        record["total_train_minutes"] = total
+    return record
 
 
 # ------------------------------------------------------------------------------ predict
@@ -146,13 +185,15 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     card = ckpt.card
+    if card["model_kind"] == "dt":
+        return _validate_dt(ckpt, args, argv)
     if card["prior_name"] != "gp":
         raise SystemExit(
             f"--reference exact needs a GP-prior checkpoint; {ckpt.name!r} has "
             f"prior {card['prior_name']!r}"
         )
     prior = priors.make_prior(card["prior_name"], card["prior_config"])
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in (args.sizes or "1,3,10,30,100").split(",")]
     report = validate_against_exact_gp(
         ckpt.model,
         prior,
@@ -179,17 +220,77 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
         else:
             print("predictive-band plots need a 1-D prior; skipped")
     if args.write_card:
-        from pfnkit.checkpoint import resolve_checkpoint, write_manifest
-
-        _, card_path, _ = resolve_checkpoint(args.checkpoint)
-        card["validation"] = {
-            "command": _command_line(argv),
-            "n_tasks": args.tasks,
-            **report.to_dict(),
-        }
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
-        write_manifest(card_path.parent)
+        _write_validation(args.checkpoint, card, argv, args.tasks, report.to_dict())
     return 0 if report.passed else 1
+
+
+def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
+    import torch
+
+    import priors
+    from pfnkit.posterior_validation import validate_dt_conjugate
+
+    card = ckpt.card
+    prior = priors.make_prior(card["prior_name"], card["prior_config"])
+    if prior.config.simulator != "gaussian":
+        raise SystemExit(f"{ckpt.name!r} has a non-conjugate simulator; use --reference nuts")
+    report = validate_dt_conjugate(
+        ckpt.model,
+        lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen),
+        obs_cov=torch.tensor(prior.config.obs_cov, dtype=torch.float64),
+        checkpoint=ckpt.name,
+        n_obs_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (0, 2, 5, 10, 20),
+        n_tasks=args.tasks,
+        seed=args.seed,
+        tolerances=card.get("tolerances", {}),
+        progress=not args.no_progress,
+    )
+    report.print_table()
+    if args.json:
+        report.write_json(args.json)
+    if args.plots:
+        print(f"wrote {_dt_contour_plot(ckpt, prior, Path(args.plots), args.seed)}")
+    if args.write_card:
+        _write_validation(args.checkpoint, card, argv, args.tasks, report.to_dict())
+    return 0 if report.passed else 1
+
+
+def _dt_contour_plot(ckpt: Any, prior: Any, out_dir: Path, seed: int) -> Path:
+    import torch
+
+    from pfnkit.models.distribution_transformer import gmm
+    from pfnkit.posterior_plots import plot_posterior_contours
+    from pfnkit.reference import conjugate_gmm_posterior
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    obs_cov = torch.tensor(prior.config.obs_cov, dtype=torch.float64)
+    first = lambda d: gmm(  # noqa: E731
+        d.mixture_distribution.logits[0], d.component_distribution.loc[0],
+        d.component_distribution.scale_tril[0],
+    )  # fmt: skip
+    panels = []
+    for n_obs in (2, 5, 10):
+        batch = prior.sample(1, n_obs, 0, generator=gen).to(torch.float64)
+        m = batch.meta
+        parts = (m["prior_logits"], m["prior_means"], m["prior_scale_tril"])
+        with torch.no_grad():
+            model = ckpt.model.double()(*parts, batch.x_ctx)
+        exact = conjugate_gmm_posterior(*parts, batch.x_ctx, obs_cov)
+        panels.append({"prior": gmm(*(t[0] for t in parts)), "exact": first(exact),
+                       "model": first(model), "observations": batch.x_ctx[0],
+                       "theta": m["theta"][0]})  # fmt: skip
+    return plot_posterior_contours(panels, out_dir / "posterior_contours.png", title=ckpt.name)
+
+
+def _write_validation(
+    name: str, card: dict[str, Any], argv: list[str], n_tasks: int, figures: dict[str, Any]
+) -> None:
+    from pfnkit.checkpoint import resolve_checkpoint, write_manifest
+
+    _, card_path, _ = resolve_checkpoint(name)
+    card["validation"] = {"command": _command_line(argv), "n_tasks": n_tasks, **figures}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_manifest(card_path.parent)
 
 
 def _print_validation(report: Any, n_tasks: int) -> None:
@@ -232,6 +333,111 @@ def _print_validation(report: Any, n_tasks: int) -> None:
     )
 
 
+# --------------------------------------------------------------------------- robustness
+def _fixed_gp_hyperparameters(card: dict[str, Any], name: str) -> tuple[Any, Any]:
+    """The checkpoint's prior and the exact GP's hyperparameters, or a clear refusal."""
+    import priors
+    from pfnkit.reference.exact_gp import GPHyperparameters
+
+    if card["model_kind"] != "pfn" or card["prior_name"] != "gp":
+        raise SystemExit(
+            f"robustness is not supported yet for {name!r} (model_kind "
+            f"{card['model_kind']!r}, prior {card['prior_name']!r}); it needs a PFN "
+            "checkpoint with a fixed-hyperparameter GP prior, like gp-rbf"
+        )
+    prior = priors.make_prior(card["prior_name"], card["prior_config"])
+    cfg = prior.config
+    drawn = [h.family for h in (*cfg.lengthscale, cfg.outputscale, cfg.noise)]
+    if any(family != "fixed" for family in drawn):
+        raise SystemExit(
+            f"robustness is not supported yet for {name!r}: its GP prior draws hyperparameters "
+            f"({drawn}), so the exact reference is not one fixed GP; use a checkpoint whose "
+            "GP prior fixes them, like gp-rbf"
+        )
+    hyper = GPHyperparameters(
+        lengthscale=[h.a for h in cfg.lengthscale],
+        outputscale=cfg.outputscale.a,
+        noise=cfg.noise.a,
+        kernel=cfg.kernel,
+    )
+    return prior, hyper
+
+
+def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
+    import torch
+
+    from pfnkit.attacks import AttackConfig
+    from pfnkit.checkpoint import load_checkpoint
+    from pfnkit.robustness_report import plot_attacked_task, robustness_report
+
+    ckpt = load_checkpoint(args.checkpoint)
+    prior, hyper = _fixed_gp_hyperparameters(ckpt.card, ckpt.name)
+    eps = [float(e) for e in args.eps.split(",")]
+    config = AttackConfig(norm=args.norm, steps=args.steps, restarts=args.restarts)
+    generator = torch.Generator().manual_seed(args.seed)
+    batch = prior.sample(args.tasks, args.n_ctx, args.n_qry, generator=generator)
+    report = robustness_report(
+        ckpt.model,
+        batch,
+        hyper,
+        eps=eps,
+        target=args.target,
+        config=config,
+        generator=generator,
+        checkpoint=ckpt.name,
+        progress=not args.no_progress,
+    )
+    _print_robustness(report)
+    if args.json:
+        report.write_json(args.json)
+    if args.plots and prior.config.num_features == 1 and max(eps) > 0:
+        worst = report.results[-1].model_kl
+        task = max(range(len(worst)), key=worst.__getitem__)
+        path = plot_attacked_task(
+            ckpt.model,
+            batch.task(task),
+            hyper,
+            Path(args.plots) / f"attack_{args.target}_{args.norm}.png",
+            eps=max(eps),
+            target=args.target,
+            config=config,
+            generator=generator,
+            x_range=(prior.config.x_low, prior.config.x_high),
+        )
+        print(f"wrote {path} (task {task}, the model's worst at eps={max(eps):g})")
+    elif args.plots:
+        print("attack plots need a 1-D prior and some eps > 0; skipped")
+    return 0
+
+
+def _print_robustness(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    attack = report.attack
+    table = Table(
+        title=f"{report.checkpoint} vs exact GP: worst-case KL(q(.|D) || q(.|D+delta)), "
+        "mean over query points",
+        caption=f"{report.n_tasks} tasks, {report.n_ctx} context points; target "
+        f"{report.target}; {attack['norm']} ball of radius eps in units of the data's std; "
+        f"{attack['steps']} steps x {attack['restarts']} restart(s)",
+    )
+    columns = ("eps", "model mean", "model p90", "exact mean", "exact p90", "ratio")
+    for name in (*columns, "median task ratio"):
+        table.add_column(name, justify="right")
+    show = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    for r in report.results:
+        table.add_row(
+            f"{r.eps:g}",
+            *(show(v) for v in (r.model_mean, r.model_p90, r.exact_mean, r.exact_p90)),
+            show(r.ratio),
+            show(r.median_task_ratio),
+        )
+    console = Console(width=max(Console().width, 110))  # keep the table whole in logs
+    console.print(table)
+    console.print("ratio = model mean KL / exact mean KL (> 1: the PFN moves more than exact)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -251,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where Lightning checkpoints and logs go (default runs/NAME)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing last.ckpt")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    scale = p.add_argument_group(
+        "distributed training (each overrides train.* from --config and --set)"
+    )
+    scale.add_argument("--accelerator", help='Lightning accelerator: "cpu", "gpu" or "auto"')
+    scale.add_argument("--devices", type=int, help="processes (devices) per node")
+    scale.add_argument("--num-nodes", type=int, help="machines taking part")
+    scale.add_argument("--strategy", help='Lightning strategy, e.g. "ddp" (default "auto")')
     p.set_defaults(handler=cmd_pretrain)
 
     p = sub.add_parser("predict", help="fit a checkpoint's regressor on a CSV, predict another")
@@ -273,7 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="oracle: exact = the gpytorch GP at the task's true hyperparameters",
     )
     p.add_argument("--tasks", type=int, default=256, help="fresh prior tasks per context size")
-    p.add_argument("--sizes", default="1,3,10,30,100", help="comma-separated context sizes")
+    p.add_argument(
+        "--sizes",
+        help="comma-separated context (or observation) sizes; default 1,3,10,30,100 for "
+        "a GP checkpoint, 0,2,5,10,20 for a Distribution Transformer",
+    )
     p.add_argument("--n-qry", type=int, default=100, help="query points per task")
     p.add_argument("--seed", type=int, default=12345, help="seed of the validation tasks")
     p.add_argument("--json", help="write the report to this JSON file")
@@ -285,6 +502,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser(
+        "robustness", help="attack a checkpoint and exact inference on its prior's tasks"
+    )
+    p.add_argument("--checkpoint", default="gp-rbf", help="short name or checkpoint path")
+    p.add_argument(
+        "--eps", default="0.1,0.5,1", help="comma-separated radii, in units of the data's std"
+    )
+    p.add_argument("--tasks", type=int, default=64, help="fresh prior tasks")
+    p.add_argument(
+        "--target", choices=["y", "x", "xy"], default="y", help="which context values to attack"
+    )
+    p.add_argument("--norm", choices=["l2", "linf"], default="l2", help="shape of the ball")
+    p.add_argument("--steps", type=int, default=20, help="projected gradient steps per eps")
+    p.add_argument("--restarts", type=int, default=1, help="random starts per eps (best kept)")
+    p.add_argument("--n-ctx", type=int, default=20, help="context points per task")
+    p.add_argument("--n-qry", type=int, default=50, help="query points per task")
+    p.add_argument("--seed", type=int, default=2718, help="seed of the tasks and the attacks")
+    p.add_argument("--json", help="write the report to this JSON file")
+    p.add_argument("--plots", help="write a PNG of the worst-attacked task to this folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=cmd_robustness)
     return parser
 
 

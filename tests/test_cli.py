@@ -16,7 +16,7 @@ import cli
 from pfnkit.checkpoint import load_checkpoint, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["pretrain", "predict", "validate"]
+SUBCOMMANDS = ["pretrain", "predict", "validate", "robustness"]
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[sub, "--help"] for sub in SUBCOMMANDS])
@@ -103,6 +103,9 @@ def _smoke(argv: list[str], tmp_path: Path) -> list[str]:
         smoke = ["train.steps=2", "train.n_border_tasks=200", "train.num_workers=0"]
         sets = [word for item in smoke for word in ("--set", item)]
         return [*argv, *sets, "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    if argv[0] == "robustness":
+        argv[argv.index("--tasks") + 1] = "2"
+        return [*argv, "--steps", "2", "--n-ctx", "5", "--n-qry", "4", "--no-progress"]
     if argv[0] == "validate":
         if "--tasks" in argv:
             argv[argv.index("--tasks") + 1] = "2"
