@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
 from pfnkit.data import Batch
+from pfnkit.mixtures import sample_mixture
 from pfnkit.models import DistributionTransformer
 from pfnkit.reference.analytic import conjugate_gmm_posterior
 
@@ -31,7 +32,6 @@ __all__ = [
     "DTSizeResult",
     "DTValidationReport",
     "FusionResult",
-    "sample_mixture",
     "sequential_posterior",
     "validate_dt_conjugate",
 ]
@@ -168,20 +168,6 @@ class DTValidationReport:
         return path
 
 
-def sample_mixture(dist: MixtureSameFamily, n: int, generator: torch.Generator) -> Tensor:
-    """n draws (n, B, d) from a GMM of batch shape (B,), all randomness from `generator`."""
-    comp = dist.component_distribution
-    loc_BKD, tril_BKDD = comp.loc, comp.scale_tril
-    b, _, d = loc_BKD.shape
-    idx_Bn = torch.multinomial(
-        dist.mixture_distribution.probs, n, replacement=True, generator=generator
-    )
-    loc_BnD = loc_BKD.gather(1, idx_Bn[..., None].expand(b, n, d))
-    tril_BnDD = tril_BKDD.gather(1, idx_Bn[..., None, None].expand(b, n, d, d))
-    eps_BnD1 = torch.randn(b, n, d, 1, generator=generator, dtype=loc_BKD.dtype)
-    return (loc_BnD + (tril_BnDD @ eps_BnD1).squeeze(-1)).transpose(0, 1)
-
-
 def _dt_posterior(model: DistributionTransformer, batch: Batch) -> MixtureSameFamily:
     with torch.no_grad():
         return model.from_batch(batch.to(torch.float64))
@@ -239,11 +225,11 @@ def _size_result(
         ex_time += time.perf_counter() - start
         dt_lp.append(dt.log_prob(theta))
         ex_lp.append(exact.log_prob(theta))
-        draws_SBD = sample_mixture(dt, SBC_SAMPLES, gen)
-        sbc.append((theta, draws_SBD, sample_mixture(dt, 1, gen)[0]))
+        draws_SBD = sample_mixture(dt, SBC_SAMPLES, generator=gen)
+        sbc.append((theta, draws_SBD, sample_mixture(dt, 1, generator=gen)[0]))
         for i in range(min(batch.batch_size, n_c2st_tasks - len(c2st_scores))):
-            x_dt = sample_mixture(dt, n_c2st_samples, gen)[:, i].float()
-            x_ex = sample_mixture(exact, n_c2st_samples, gen)[:, i].float()
+            x_dt = sample_mixture(dt, n_c2st_samples, generator=gen)[:, i].float()
+            x_ex = sample_mixture(exact, n_c2st_samples, generator=gen)[:, i].float()
             c2st_scores.append(float(c2st(x_dt, x_ex, seed=len(c2st_scores))))
     n = sum(b.batch_size for b in batches)
     result = DTSizeResult(

@@ -25,6 +25,7 @@ from pfnkit.attacks import (
     random_in_ball,
 )
 from pfnkit.distributions import BarDistribution
+from pfnkit.mixtures import sample_mixture
 from pfnkit.reference.analytic import conjugate_gmm_posterior
 from pfnkit.reference.exact_gp import GPHyperparameters
 from pfnkit.robustness import (
@@ -32,7 +33,6 @@ from pfnkit.robustness import (
     attack_observations,
     data_scale,
     exact_gp_predictor,
-    sample_mixture,
 )
 
 # Tolerances, one per class of comparison.
