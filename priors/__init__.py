@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from priors.bnn import BNNPrior, BNNPriorConfig
 from priors.gmm import GMMPrior, GMMPriorConfig
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
 
 __all__ = [
     "REGISTRY",
+    "BNNPrior",
+    "BNNPriorConfig",
     "GMMPrior",
     "GMMPriorConfig",
     "GPPrior",
@@ -21,6 +24,7 @@ __all__ = [
 REGISTRY: dict[str, tuple[type, type]] = {
     "gp": (GPPrior, GPPriorConfig),
     "gmm": (GMMPrior, GMMPriorConfig),
+    "bnn": (BNNPrior, BNNPriorConfig),
 }
 
 
