@@ -62,7 +62,12 @@ def _model_config(prior: Any, section: dict[str, Any]) -> Any:
         return DTConfig.from_dict({**sizes, "k_max": prior.config.k_max, **section})
     if kind != "pfn":
         raise SystemExit(f"[model] kind must be 'pfn' or 'dt', got {kind!r}")
-    return PFNConfig.from_dict({"num_features": prior.config.num_features, **section})
+    sizes = {"num_features": prior.config.num_features}
+    # a classification prior (n_classes set, output not "regression") sets the head's width
+    n_classes = getattr(prior.config, "n_classes", 0)
+    if n_classes and getattr(prior.config, "output", "classification") != "regression":
+        sizes["n_classes"] = n_classes
+    return PFNConfig.from_dict({**sizes, **section})
 
 
 def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
@@ -232,8 +237,8 @@ def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
 
     card = ckpt.card
     prior = priors.make_prior(card["prior_name"], card["prior_config"])
-    if prior.config.simulator != "gaussian":
-        raise SystemExit(f"{ckpt.name!r} has a non-conjugate simulator; use --reference nuts")
+    if prior.config.simulator != "gaussian" or args.reference == "nuts":
+        return _validate_dt_nuts(ckpt, prior, args, argv)
     report = validate_dt_conjugate(
         ckpt.model,
         lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen),
@@ -252,6 +257,32 @@ def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
         print(f"wrote {_dt_contour_plot(ckpt, prior, Path(args.plots), args.seed)}")
     if args.write_card:
         _write_validation(args.checkpoint, card, argv, args.tasks, report.to_dict())
+    return 0 if report.passed else 1
+
+
+def _validate_dt_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: list[str]) -> int:
+    from pfnkit.posterior_validation_nuts import validate_dt_nuts
+
+    def log_joint(theta_SD: Any, task: Any) -> Any:  # one task, S parameter draws
+        theta = theta_SD[:, None]
+        return (prior.log_likelihood(theta, task.x_ctx) + prior.log_prior(theta, task.meta))[:, 0]
+
+    report = validate_dt_nuts(
+        ckpt.model,
+        lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen),
+        log_joint,
+        checkpoint=ckpt.name,
+        n_obs_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (5, 20),
+        n_tasks=args.tasks,
+        seed=args.seed,
+        tolerances=ckpt.card.get("tolerances", {}),
+        progress=not args.no_progress,
+    )
+    report.print_table()
+    if args.json:
+        report.write_json(args.json)
+    if args.write_card:
+        _write_validation(args.checkpoint, ckpt.card, argv, args.tasks, report.to_dict())
     return 0 if report.passed else 1
 
 
@@ -481,9 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="gp-rbf", help="short name or checkpoint path")
     p.add_argument(
         "--reference",
-        choices=["exact"],
+        choices=["exact", "nuts"],
         default="exact",
-        help="oracle: exact = the gpytorch GP at the task's true hyperparameters",
+        help="oracle: exact = the gpytorch GP at the task's true hyperparameters, or the "
+        "closed-form posterior of a conjugate Distribution Transformer; nuts = pyro NUTS "
+        "(non-conjugate Distribution Transformers)",
     )
     p.add_argument("--tasks", type=int, default=256, help="fresh prior tasks per context size")
     p.add_argument(
@@ -508,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", default="gp-rbf", help="short name or checkpoint path")
     p.add_argument(
-        "--eps", default="0.1,0.5,1", help="comma-separated radii, in units of the data's std"
+        "--eps", default="0.01,0.05,0.1", help="comma-separated radii, in units of the data's std"
     )
     p.add_argument("--tasks", type=int, default=64, help="fresh prior tasks")
     p.add_argument(

@@ -7,6 +7,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 from pfnkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from pfnkit.classifier import PFNClassifier  # noqa: E402
 from pfnkit.data import Batch, Prior  # noqa: E402
 from pfnkit.distributions import BarDistribution, borders_from_samples  # noqa: E402
 from pfnkit.estimators import PFNRegressor  # noqa: E402
@@ -16,6 +17,7 @@ __all__ = [
     "PFN",
     "BarDistribution",
     "Batch",
+    "PFNClassifier",
     "PFNConfig",
     "PFNRegressor",
     "Prior",

@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 
 
 def _build_pfn(config: PFNConfig, state: dict[str, torch.Tensor]) -> PFN:
-    return PFN(config, state["borders"])
+    return PFN(config, None if config.is_classifier else state["borders"])
 
 
 def _build_dt(config: DTConfig, state: dict[str, torch.Tensor]) -> DistributionTransformer:

@@ -236,7 +236,8 @@ class PFNLightningModule(L.LightningModule):
         if isinstance(self.model, DistributionTransformer):
             return -self.model.from_batch(batch).log_prob(batch.meta["theta"]).mean()
         dist = self.model(batch.x_ctx, batch.y_ctx, batch.x_qry)
-        return -dist.log_prob(batch.y_qry).mean()
+        target = batch.y_qry.long() if self.model.config.is_classifier else batch.y_qry
+        return -dist.log_prob(target).mean()
 
     def regularised_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(NLL, Fisher-trace estimate) of one batch; the penalty needs a double backward.
@@ -262,6 +263,10 @@ class PFNLightningModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.config.fisher_weight > 0 and isinstance(self.model, DistributionTransformer):
             raise NotImplementedError("the Fisher penalty is implemented for PFNs only")
+        if self.config.fisher_weight > 0 and self.model.config.is_classifier:
+            raise NotImplementedError(
+                "the Fisher penalty is implemented for regression PFNs only; set fisher_weight = 0"
+            )
         if self.config.fisher_weight > 0:
             nll, fisher = self.regularised_loss(batch)
             loss = nll + self.config.fisher_weight * fisher
@@ -302,7 +307,7 @@ def initial_model(
 ) -> PFN | DistributionTransformer:
     """The model `pretrain` starts from, with weights seeded by the config.
 
-    A PFN's bar borders come from prior targets. With `train_config.init_from`, it is
+    A regression PFN's bar borders come from prior targets. With `train_config.init_from`, it is
     that checkpoint's model instead (fine-tuning), which must have exactly
     `model_config`. The global RNG is forked, so the caller's random state is left
     untouched.
@@ -321,7 +326,9 @@ def initial_model(
             return DistributionTransformer(model_config)
     if train_config.n_ctx_min < 1:
         raise ValueError("a PFN needs at least one context point: set n_ctx_min >= 1")
-    borders = prior_borders(prior, model_config, train_config)
+    borders = None  # a classifier's Categorical head needs no bar borders
+    if not model_config.is_classifier:
+        borders = prior_borders(prior, model_config, train_config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_stream_seed(train_config.seed, 2**31 - 2))
         return PFN(model_config, borders)

@@ -12,9 +12,11 @@ from pfnkit.checkpoint import (
     available_checkpoints,
     checkpoint_dir,
     load_checkpoint,
+    save_checkpoint,
     sha256_of,
     write_manifest,
 )
+from pfnkit.models import PFN, PFNConfig
 from tests.helpers import make_tiny_pfn
 
 FLOAT32_ATOL = 0.0  # a round trip must be bit-exact
@@ -66,3 +68,31 @@ def test_shipped_manifest_matches_cards_and_weights() -> None:
         assert (folder / entry["weights"]).stat().st_size < 20_000_000
         for field in ("model_config", "prior_config", "train_config", "command", "validation"):
             assert card[field], f"{name}: card field {field!r} is empty"
+
+
+def test_classification_pfn_round_trips_without_borders(tmp_path: Path) -> None:
+    config = PFNConfig(num_features=2, d_model=16, n_heads=2, n_layers=1, d_ff=32, n_classes=3)
+    torch.manual_seed(0)
+    model = PFN(config).eval()
+    card = save_checkpoint(
+        tmp_path / "clf",
+        model,
+        prior_name="logistic",
+        prior_config={"n_classes": 3},
+        train_config={"n_ctx_max": 10},
+        command="pytest",
+    )
+    loaded = load_checkpoint(card)
+    assert loaded.card["model_kind"] == "pfn" and loaded.card["model_config"]["n_classes"] == 3
+    assert loaded.model.config == config and "borders" not in loaded.model.state_dict()
+    x_ctx, y_ctx, x_qry = (
+        torch.rand(1, 5, 2),
+        torch.tensor([[0.0, 2, 1, 1, 0]]),
+        torch.rand(1, 3, 2),
+    )
+    torch.testing.assert_close(
+        loaded.model(x_ctx, y_ctx, x_qry).logits,
+        model(x_ctx, y_ctx, x_qry).logits,
+        atol=FLOAT32_ATOL,
+        rtol=0,
+    )

@@ -155,3 +155,16 @@ def test_readme_command_runs(command: str, tmp_path: Path, monkeypatch) -> None:
         pytest.skip("benchmarks are exercised by their own smoke test")
     else:
         assert _run_example(script, args) == 0
+
+
+def test_model_config_takes_the_class_count_from_a_classification_prior() -> None:
+    from types import SimpleNamespace
+
+    def prior(**config) -> SimpleNamespace:
+        return SimpleNamespace(config=SimpleNamespace(num_features=3, **config))
+
+    binary = prior(n_classes=2, output="classification")
+    assert cli._model_config(binary, {"n_bars": 10}).n_classes == 2
+    assert cli._model_config(binary, {"n_classes": 4}).n_classes == 4  # [model] wins
+    assert cli._model_config(prior(n_classes=2, output="regression"), {}).n_classes == 0
+    assert cli._model_config(prior(), {}).n_classes == 0

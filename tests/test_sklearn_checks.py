@@ -1,9 +1,10 @@
-"""scikit-learn's estimator checks on PFNRegressor.
+"""scikit-learn's estimator checks on PFNRegressor and PFNClassifier.
 
-They need a checkpoint that takes up to 10 standardized features (the checks' datasets
-have up to 10), so they run on the tiny `tests/data/gp10-tiny` checkpoint, made with
+They need checkpoints that take up to 10 standardized features (the checks' datasets
+have up to 10), so they run on tiny checkpoints: `tests/data/gp10-tiny`, made with
 `python cli.py pretrain --prior gp --config examples/configs/gp10_tiny.toml \
---out tests/data/gp10-tiny`.
+--out tests/data/gp10-tiny`, and `tests/data/clf-tiny` (up to 4 classes), made with
+`python -m tests.make_clf_tiny`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ from pathlib import Path
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from pfnkit.classifier import PFNClassifier
 from pfnkit.estimators import PFNRegressor
 
-GP10_TINY = Path(__file__).parent / "data" / "gp10-tiny.safetensors"
+DATA = Path(__file__).parent / "data"
+GP10_TINY = DATA / "gp10-tiny.safetensors"
+CLF_TINY = DATA / "clf-tiny.safetensors"
 
 
-@parametrize_with_checks([PFNRegressor(checkpoint=str(GP10_TINY))])
+@parametrize_with_checks(
+    [PFNRegressor(checkpoint=str(GP10_TINY)), PFNClassifier(checkpoint=str(CLF_TINY))]
+)
 def test_sklearn_estimator_checks(estimator, check) -> None:
     check(estimator)

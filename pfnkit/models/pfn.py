@@ -1,4 +1,4 @@
-"""Prior-Data Fitted Network (Müller et al., arXiv 2112.10510) with a bar-distribution head."""
+"""Prior-Data Fitted Network (Müller et al., arXiv 2112.10510): bar-distribution or class head."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Categorical
 
 from pfnkit.distributions import BarDistribution
 from pfnkit.nn import ContextBlock, FeedForward
@@ -17,7 +18,7 @@ __all__ = ["PFN", "ContextCache", "PFNConfig"]
 
 @dataclass(frozen=True, kw_only=True)
 class PFNConfig:
-    """Architecture of a regression PFN.
+    """Architecture of a PFN: a regressor (bar-distribution head) or a classifier.
 
     Attributes:
         num_features: input dimension D the model reads.
@@ -25,7 +26,9 @@ class PFNConfig:
         n_heads: attention heads.
         n_layers: transformer blocks.
         d_ff: hidden width of the feed-forward nets and of the output head.
-        n_bars: buckets of the bar-distribution head.
+        n_bars: buckets of the bar-distribution head (regression only).
+        n_classes: 0 for regression; C >= 2 for classification over labels 0..C-1,
+            with a Categorical head and embedded context labels.
     """
 
     num_features: int = 1
@@ -34,6 +37,7 @@ class PFNConfig:
     n_layers: int = 6
     d_ff: int = 256
     n_bars: int = 1000
+    n_classes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("num_features", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -41,8 +45,17 @@ class PFNConfig:
                 raise ValueError(f"PFNConfig.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if self.n_bars < 3:
+        if self.n_classes == 1 or self.n_classes < 0:
+            raise ValueError(
+                f"n_classes must be 0 (regression) or at least 2 (classification), "
+                f"got {self.n_classes}"
+            )
+        if not self.is_classifier and self.n_bars < 3:
             raise ValueError(f"n_bars must be at least 3, got {self.n_bars}")
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.n_classes >= 2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,32 +74,50 @@ class ContextCache:
 
 
 class PFN(nn.Module):
-    """Maps a context set and query inputs to a `BarDistribution` over each query's target.
+    """Maps a context set and query inputs to a predictive distribution for each query.
 
-    One token per data point: an MLP embedding of x, plus a linear embedding of y for
-    context points or a learned query marker for query points. Each block runs context
-    self-attention and query-to-context cross-attention as one maskless SDPA call.
+    One token per data point: an MLP embedding of x, plus an embedding of y for context
+    points (linear for a regression target, a lookup table for a class label) or a learned
+    query marker for query points. Each block runs context self-attention and
+    query-to-context cross-attention as one maskless SDPA call. The head decodes a
+    `BarDistribution` (regression) or a `Categorical` over `config.n_classes` labels
+    (classification).
 
     Args:
         config: architecture.
-        borders: (n_bars + 1,) bar borders, usually `borders_from_samples` of prior targets.
+        borders: (n_bars + 1,) bar borders for regression, usually `borders_from_samples`
+            of prior targets; None for classification.
     """
 
-    def __init__(self, config: PFNConfig, borders: Tensor) -> None:
+    def __init__(self, config: PFNConfig, borders: Tensor | None = None) -> None:
         super().__init__()
-        if borders.shape != (config.n_bars + 1,):
-            raise ValueError(f"borders must have shape ({config.n_bars + 1},), got {borders.shape}")
         self.config = config
         d = config.d_model
         self.x_encoder = FeedForward(config.num_features, d, d)
-        self.y_encoder = nn.Linear(1, d)
+        if config.is_classifier:
+            if borders is not None:
+                raise ValueError(
+                    f"a classification PFN (n_classes={config.n_classes}) has no bar borders; "
+                    "pass borders=None"
+                )
+            self.label_embedding = nn.Embedding(config.n_classes, d)
+        else:
+            if borders is None or borders.shape != (config.n_bars + 1,):
+                got = None if borders is None else tuple(borders.shape)
+                raise ValueError(
+                    f"a regression PFN needs borders of shape ({config.n_bars + 1},), got {got}; "
+                    "build them with borders_from_samples(prior targets, n_bars)"
+                )
+            self.y_encoder = nn.Linear(1, d)
         self.query_marker = nn.Parameter(torch.zeros(d))
         self.blocks = nn.ModuleList(
             ContextBlock(d, config.n_heads, config.d_ff) for _ in range(config.n_layers)
         )
         self.norm_out = nn.LayerNorm(d)
-        self.head = FeedForward(d, config.d_ff, config.n_bars)
-        self.register_buffer("borders", borders.detach().clone().to(torch.float32))
+        n_out = config.n_classes if config.is_classifier else config.n_bars
+        self.head = FeedForward(d, config.d_ff, n_out)
+        if not config.is_classifier:
+            self.register_buffer("borders", borders.detach().clone().to(torch.float32))
 
     # ----------------------------------------------------------------------- embeddings
     def _check_inputs(self, x_BND: Tensor, name: str) -> None:
@@ -102,21 +133,42 @@ class PFN(nn.Module):
             raise ValueError("the context is empty; a PFN needs at least one context point")
         if y_ctx_BN.shape != x_ctx_BND.shape[:2]:
             raise ValueError(f"y_ctx must have shape {tuple(x_ctx_BND.shape[:2])}")
-        return self.x_encoder(x_ctx_BND) + self.y_encoder(y_ctx_BN.unsqueeze(-1))
+        return self.x_encoder(x_ctx_BND) + self.embed_targets(y_ctx_BN)
+
+    def embed_targets(self, y_ctx_BN: Tensor) -> Tensor:
+        """(B, N, d_model) embedding of context targets: linear, or a label lookup table."""
+        if not self.config.is_classifier:
+            return self.y_encoder(y_ctx_BN.unsqueeze(-1))
+        labels_BN = y_ctx_BN.long()
+        invalid = (labels_BN != y_ctx_BN) | (labels_BN < 0) | (labels_BN >= self.config.n_classes)
+        if invalid.any():
+            last = self.config.n_classes - 1
+            raise ValueError(
+                f"y_ctx of a classification PFN must hold class labels 0..{last}; "
+                f"{int(invalid.sum())} value(s) are not: encode the labels as 0..{last} first"
+            )
+        return self.label_embedding(labels_BN)
 
     def embed_queries(self, x_qry_BMD: Tensor) -> Tensor:
         self._check_inputs(x_qry_BMD, "x_qry")
         return self.x_encoder(x_qry_BMD) + self.query_marker
 
-    def bar_logits(self, h_qry_BMD: Tensor) -> Tensor:
-        """Decode final query tokens into bar logits (B, M, n_bars)."""
+    def head_logits(self, h_qry_BMD: Tensor) -> Tensor:
+        """Decode final query tokens into logits (B, M, n_bars or n_classes)."""
         return self.head(self.norm_out(h_qry_BMD))
 
-    def output_distribution(self, logits_BMK: Tensor) -> BarDistribution:
+    def output_distribution(self, logits_BMK: Tensor) -> BarDistribution | Categorical:
+        if self.config.is_classifier:  # half-precision logits (autocast) are read in float32
+            logits_BMK = logits_BMK.to(torch.promote_types(logits_BMK.dtype, torch.float32))
+            # torch's argument validation cannot reshape an empty (B, 0, C) batch
+            validate = False if logits_BMK.numel() == 0 else None
+            return Categorical(logits=logits_BMK, validate_args=validate)
         return BarDistribution(self.borders, logits_BMK)
 
     # ------------------------------------------------------------------------- passes
-    def forward(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor, x_qry_BMD: Tensor) -> BarDistribution:
+    def forward(
+        self, x_ctx_BND: Tensor, y_ctx_BN: Tensor, x_qry_BMD: Tensor
+    ) -> BarDistribution | Categorical:
         """One pass over context and queries; the distribution has batch shape (B, M)."""
         h_ctx_BND = self.embed_context(x_ctx_BND, y_ctx_BN)
         h_qry_BMD = self.embed_queries(x_qry_BMD)
@@ -125,7 +177,7 @@ class PFN(nn.Module):
         for block in self.blocks:
             k_BHNK, v_BHNK = block.context_keys_values(h_all_BTD[:, :n])
             h_all_BTD = block(h_all_BTD, k_BHNK, v_BHNK)
-        return self.output_distribution(self.bar_logits(h_all_BTD[:, n:]))
+        return self.output_distribution(self.head_logits(h_all_BTD[:, n:]))
 
     def encode_context(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor) -> ContextCache:
         """Run the context through every layer once and keep each layer's keys and values."""
@@ -140,7 +192,7 @@ class PFN(nn.Module):
 
     def predict_from_cache(
         self, cache: ContextCache, x_qry_BMD: Tensor, *, chunk_size: int | None = None
-    ) -> BarDistribution:
+    ) -> BarDistribution | Categorical:
         """Predict queries against a cached context, `chunk_size` query points at a time."""
         self._check_inputs(x_qry_BMD, "x_qry")
         m = x_qry_BMD.shape[1]
@@ -150,7 +202,7 @@ class PFN(nn.Module):
             h_qry_BMD = self.embed_queries(x_qry_BMD[:, start : start + step])
             for block, k_BHNK, v_BHNK in zip(self.blocks, cache.keys, cache.values, strict=True):
                 h_qry_BMD = block(h_qry_BMD, k_BHNK, v_BHNK)
-            logits.append(self.bar_logits(h_qry_BMD))
+            logits.append(self.head_logits(h_qry_BMD))
         return self.output_distribution(torch.cat(logits, dim=1))
 
     def use_reference_attention(self, enabled: bool = True) -> None:
