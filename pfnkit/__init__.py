@@ -11,15 +11,19 @@ from pfnkit.classifier import PFNClassifier  # noqa: E402
 from pfnkit.data import Batch, Prior  # noqa: E402
 from pfnkit.distributions import BarDistribution, borders_from_samples  # noqa: E402
 from pfnkit.estimators import PFNRegressor  # noqa: E402
-from pfnkit.models import PFN, PFNConfig  # noqa: E402
+from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig  # noqa: E402
+from pfnkit.posterior import PosteriorEstimator  # noqa: E402
 
 __all__ = [
     "PFN",
     "BarDistribution",
     "Batch",
+    "DTConfig",
+    "DistributionTransformer",
     "PFNClassifier",
     "PFNConfig",
     "PFNRegressor",
+    "PosteriorEstimator",
     "Prior",
     "TrainConfig",
     "__version__",
