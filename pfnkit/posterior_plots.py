@@ -1,16 +1,32 @@
-"""Contour plots of 2-D GMM priors and posteriors: prior, exact posterior, model posterior."""
+"""Contour plots of 2-D posteriors: prior vs exact vs model, or clean vs attacked."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
-__all__ = ["plot_posterior_contours"]
+__all__ = ["ContourPanel", "plot_posterior_contours"]
 
 GRID_POINTS = 160
+_STYLES = [("0.6", "dotted"), ("black", "solid"), ("C3", "dashed"), ("C2", "dashdot")]
+_MARKERS = [("C0", "o"), ("C1", "x")]
+
+
+@dataclass
+class ContourPanel:
+    """One subplot: density contours of each named distribution, plus named point sets.
+
+    The plotting window spans the first distribution ± 3 of its largest std.
+    """
+
+    curves: list[tuple[str, MixtureSameFamily]]
+    points: list[tuple[str, Tensor]] = field(default_factory=list)
+    theta: Tensor | None = None
+    title: str = ""
 
 
 def _density_grid(dist: MixtureSameFamily, xs: Tensor, ys: Tensor) -> Tensor:
@@ -19,45 +35,42 @@ def _density_grid(dist: MixtureSameFamily, xs: Tensor, ys: Tensor) -> Tensor:
     return dist.log_prob(points).exp()
 
 
-def plot_posterior_contours(
-    panels: list[dict[str, object]], path: str | Path, *, title: str = ""
-) -> Path:
-    """One panel per task with contours of its prior, exact and model posteriors.
+def _draw(ax: object, panel: ContourPanel) -> None:
+    first = panel.curves[0][1]
+    spread = 3 * first.variance.sqrt().max()
+    lo, hi = first.mean - spread, first.mean + spread
+    xs = torch.linspace(float(lo[0]), float(hi[0]), GRID_POINTS, dtype=torch.float64)
+    ys = torch.linspace(float(lo[1]), float(hi[1]), GRID_POINTS, dtype=torch.float64)
+    for (name, dist), (color, style) in zip(panel.curves, _STYLES, strict=False):
+        density = _density_grid(dist, xs, ys)
+        levels = density.max() * torch.tensor([0.05, 0.25, 0.6])
+        ax.contour(xs, ys, density, levels=levels.tolist(), colors=color, linestyles=style)
+        ax.plot([], [], color=color, linestyle=style, label=name)
+    for (name, pts), (color, marker) in zip(panel.points, _MARKERS, strict=False):
+        if len(pts):
+            ax.scatter(pts[:, 0], pts[:, 1], s=14, color=color, marker=marker, alpha=0.7,
+                       label=name)  # fmt: skip
+    if panel.theta is not None:
+        ax.scatter([float(panel.theta[0])], [float(panel.theta[1])], marker="*", s=120,
+                   color="k", label="true θ")  # fmt: skip
+    ax.set_xlabel("θ₁")
+    ax.set_ylabel("θ₂")
+    ax.set_title(panel.title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
 
-    Args:
-        panels: per task a dict with "prior", "exact", "model" (2-D `MixtureSameFamily`
-            with batch shape ()), "observations" ((N, 2) tensor, drawn if given) and
-            "theta" (the true θ, drawn if given).
-        path: PNG file to write.
-    """
+
+def plot_posterior_contours(
+    panels: list[ContourPanel], path: str | Path, *, title: str = ""
+) -> Path:
+    """Write a PNG with one contour subplot per panel; return its path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    styles = {"prior": ("0.6", "dotted"), "exact": ("black", "solid"), "model": ("C3", "dashed")}
     for ax, panel in zip(axes[0], panels, strict=True):
-        prior = panel["prior"]
-        spread = 3 * prior.variance.sqrt().max()
-        lo, hi = prior.mean - spread, prior.mean + spread
-        xs = torch.linspace(float(lo[0]), float(hi[0]), GRID_POINTS, dtype=torch.float64)
-        ys = torch.linspace(float(lo[1]), float(hi[1]), GRID_POINTS, dtype=torch.float64)
-        for name, (color, style) in styles.items():
-            density = _density_grid(panel[name], xs, ys)
-            levels = density.max() * torch.tensor([0.05, 0.25, 0.6])
-            ax.contour(xs, ys, density, levels=levels.tolist(), colors=color, linestyles=style)
-            ax.plot([], [], color=color, linestyle=style, label=name)
-        obs = panel.get("observations")
-        if obs is not None and len(obs):
-            ax.scatter(obs[:, 0], obs[:, 1], s=10, color="C0", alpha=0.6, label="observations")
-        theta = panel.get("theta")
-        if theta is not None:
-            ax.scatter([float(theta[0])], [float(theta[1])], marker="*", s=120, color="k",
-                       label="true θ")  # fmt: skip
-        ax.set_xlabel("θ₁")
-        ax.set_ylabel("θ₂")
-        ax.legend(fontsize=7, loc="upper right")
+        _draw(ax, panel)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -146,8 +146,11 @@ class DTValidationReport:
         console.print(table)
         ks = ", ".join(f"{v:.3f}" for v in self.sbc.get("ks_pvals", []))
         dap = ", ".join(f"{v:.3f}" for v in self.sbc.get("c2st_dap", []))
-        console.print(f"SBC ({SBC_SAMPLES} draws per task): KS p-values per dim {ks}; "
-                      f"C2ST of data-averaged posterior vs prior {dap}")  # fmt: skip
+        ranks = ", ".join(f"{v:.3f}" for v in self.sbc.get("c2st_ranks", []))
+        console.print(
+            f"SBC ({SBC_SAMPLES} draws per task): KS p-values per dim {ks}; C2ST of ranks vs "
+            f"uniform {ranks}; of data-averaged posterior vs prior {dap}"
+        )
         f = self.fusion
         console.print(
             f"fusion ({f.n_batches} x {f.batch_size} obs, each posterior fed back): DT "
@@ -243,14 +246,26 @@ def _size_result(
     return result, sbc
 
 
-def _sbc_summary(pieces: list[tuple[Tensor, Tensor, Tensor]]) -> dict[str, list[float]]:
+def _sbc_summary(
+    pieces: list[tuple[Tensor, Tensor, Tensor]], gen: torch.Generator
+) -> dict[str, list[float]]:
+    """sbi's SBC checks on ranks jittered by U(0, 1).
+
+    The integer rank r of θ_true among L draws is uniform on {0, ..., L} when the
+    posterior is calibrated, so r + U(0, 1) is uniform on [0, L + 1]. sbi compares the ranks
+    with continuous uniform draws; without the jitter its classifier test would only
+    detect that integers are not continuous.
+    """
     from sbi.diagnostics import check_sbc
 
     theta = torch.cat([p[0] for p in pieces])
     draws = torch.cat([p[1] for p in pieces], dim=1)
     dap = torch.cat([p[2] for p in pieces])
-    ranks = (draws < theta).sum(0).float()
-    stats = check_sbc(ranks, theta.float(), dap.float(), num_posterior_samples=SBC_SAMPLES)
+    ranks = (draws < theta).sum(0).double()
+    ranks = ranks + torch.rand(ranks.shape, generator=gen, dtype=ranks.dtype)
+    stats = check_sbc(
+        ranks.float(), theta.float(), dap.float(), num_posterior_samples=SBC_SAMPLES + 1
+    )
     return {k: [float(v) for v in torch.as_tensor(t).flatten()] for k, t in stats.items()}
 
 
@@ -315,7 +330,7 @@ def validate_dt_conjugate(
         checkpoint=checkpoint,
         n_tasks=n_tasks,
         sizes=sizes,
-        sbc=_sbc_summary(sbc_pieces),
+        sbc=_sbc_summary(sbc_pieces, gen),
         fusion=_fusion(model, sampler, n_tasks, obs_cov, gen),
         tolerances=dict(tolerances or {}),
     )

@@ -24,9 +24,20 @@ from torch import Tensor, nn
 from pfnkit.attacks import AttackConfig
 from pfnkit.data import Batch
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
-from pfnkit.robustness import ContextAttack, attack_context, exact_gp_predictor
+from pfnkit.robustness import (
+    ContextAttack,
+    attack_context,
+    attack_observations,
+    exact_gp_predictor,
+)
 
-__all__ = ["EpsRobustness", "RobustnessReport", "plot_attacked_task", "robustness_report"]
+__all__ = [
+    "EpsRobustness",
+    "RobustnessReport",
+    "plot_attacked_task",
+    "posterior_robustness_report",
+    "robustness_report",
+]
 
 QUANTILE = 0.9  # the upper quantile of per-task KL that the report gives beside the mean
 
@@ -204,6 +215,55 @@ def robustness_report(
         n_qry=batch.n_qry,
         results=results,
     )
+
+
+def posterior_robustness_report(
+    posterior_fn: Callable[[Tensor], Any],
+    exact_fn: Callable[[Tensor], Any],
+    obs_BND: Tensor,
+    *,
+    eps: Sequence[float],
+    config: AttackConfig | None = None,
+    n_samples: int = 256,
+    generator: torch.Generator,
+    checkpoint: str = "",
+    progress: bool = False,
+) -> RobustnessReport:
+    """Attack a posterior estimator's observations and the exact posterior's; compare.
+
+    Args:
+        posterior_fn: observations (B, N, D) -> the model's MixtureSameFamily over θ
+            (the prior already bound, e.g. a Distribution Transformer's).
+        exact_fn: the same for the exact posterior (e.g. the conjugate GMM posterior).
+        obs_BND: clean observations, float64.
+        eps: non-decreasing radii, in units of each task's std per observation dimension.
+        n_samples: Monte Carlo draws from each clean posterior for the KL.
+    """
+    config = config or AttackConfig()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    total = 2 * sum(config.n_evaluations(float(e)) for e in eps)
+    attacks = []
+    with _progress_ticks(progress, total) as tick:
+        for fn in (posterior_fn, exact_fn):
+            attacks.append(
+                attack_observations(
+                    fn,
+                    obs_BND,
+                    eps,
+                    config=config,
+                    n_samples=n_samples,
+                    generator=torch.Generator(obs_BND.device).manual_seed(seed),
+                    on_eval=tick,
+                )  # fmt: skip
+            )
+    results = tuple(
+        EpsRobustness(m.eps, tuple(m.kl_B.tolist()), tuple(e.kl_B.tolist()))
+        for m, e in zip(*attacks, strict=True)
+    )
+    return RobustnessReport(
+        checkpoint=checkpoint, target="observations", attack=config.to_dict(),
+        n_ctx=obs_BND.shape[1], n_qry=0, results=results,
+    )  # fmt: skip
 
 
 Band = tuple[Tensor, Tensor, Tensor]  # predictive mean, 5% and 95% quantiles on a grid

@@ -47,6 +47,7 @@ def test_the_exact_posterior_passes_every_check() -> None:
     assert abs(report.fusion.gap) < FLOAT64_EXACT
     assert abs(report.fusion.dt_joint_nll - report.fusion.exact_nll) < FLOAT64_EXACT
     assert min(report.sbc["ks_pvals"]) > 1e-3
+    assert max(report.sbc["c2st_ranks"]) < 0.5 + C2ST_CHANCE  # jittered ranks look uniform
     assert report.passed
 
 

@@ -223,8 +223,8 @@ def test_observation_attack_on_a_conjugate_gaussian_posterior(norm: str) -> None
     clean, attacked = conjugate_posterior(obs_BND), conjugate_posterior(attack.obs_BND)
     exact_kl_B = kl_divergence(_gaussian(clean), _gaussian(attacked))
     theta = sample_mixture(clean, n_samples, generator=torch.Generator().manual_seed(9))
-    log_ratio_SB = clean.log_prob(theta) - attacked.log_prob(theta)
-    standard_error_B = log_ratio_SB.std(0) / math.sqrt(n_samples)
+    log_r_SB = attacked.log_prob(theta) - clean.log_prob(theta)  # the estimator's terms:
+    standard_error_B = (torch.expm1(log_r_SB) - log_r_SB).std(0) / math.sqrt(n_samples)
     assert bool(((attack.kl_B - exact_kl_B).abs() < N_STANDARD_ERRORS * standard_error_B).all())
     # Only the posterior mean moves: KL = |Δμ|² / (2c), c the posterior variance, and its
     # maximum over the ball puts the whole budget on the widest dimension (L2) or on
@@ -302,3 +302,26 @@ def test_cli_robustness_refuses_priors_with_drawn_hyperparameters(tiny_checkpoin
     card_path.write_text(json.dumps(card))
     with pytest.raises(SystemExit, match="not supported yet"):
         cli.main(["robustness", "--checkpoint", str(tiny_checkpoint), "--tasks", "1"])
+
+
+def test_cli_attacks_a_distribution_transformer_against_the_conjugate_posterior(tmp_path) -> None:
+    from cli import main
+    from pfnkit.checkpoint import save_checkpoint
+    from pfnkit.models import DistributionTransformer, DTConfig
+    from priors.gmm import GMMPriorConfig
+
+    torch.manual_seed(0)
+    model = DistributionTransformer(DTConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    card = save_checkpoint(
+        tmp_path / "dt-tiny", model, prior_name="gmm", prior_config=GMMPriorConfig().to_dict(),
+        train_config={"n_ctx_max": 20}, command="test",
+    )  # fmt: skip
+    out = tmp_path / "rob.json"
+    argv = ["robustness", "--checkpoint", str(card), "--tasks", "3", "--steps", "2", "--n-ctx",
+            "5", "--json", str(out), "--plots", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["target"] == "observations"
+    kls = [r["exact_mean"] for r in report["results"]]
+    assert kls == sorted(kls) and kls[-1] > 0
+    assert (tmp_path / "attack_observations.png").exists()
