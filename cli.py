@@ -102,7 +102,7 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
         prior_config=prior.config.to_dict(),
         train_config=train_config.to_dict(),
         command=_command_line(argv),
-        data_mapping=card_section.get("data_mapping"),
+        data_mapping=_card_data_mapping(prior, card_section.get("data_mapping")),
         tolerances=card_section.get("tolerances"),
         training=_training_record(run_dir, train_config),
         description=card_section.get("description", ""),
@@ -110,6 +110,23 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
     write_manifest(card_path.parent)
     print(f"wrote {card_path} and {card_path.with_suffix('.safetensors')}")
     return 0
+
+
+def _card_data_mapping(prior: Any, mapping: dict[str, str] | None) -> dict[str, str] | None:
+    """The card's data_mapping, with pad_rescale filled in from (and checked against) the prior."""
+    rescale = getattr(prior.config, "feature_rescale", None)  # GP priors only
+    if rescale is None:
+        return mapping
+    declared = (mapping or {}).get("pad_rescale", rescale)
+    if declared != rescale or (rescale != "none" and (mapping or {}).get("features") != "pad"):
+        raise SystemExit(
+            f"[prior] feature_rescale = {rescale!r} needs [card] data_mapping with "
+            f'features = "pad" and pad_rescale = {rescale!r} (got {mapping}), so that '
+            "the estimators rescale padded features as the prior did"
+        )
+    if mapping is None or rescale == "none":
+        return mapping
+    return {**mapping, "pad_rescale": rescale}
 
 
 def _global_rank() -> int:
@@ -191,13 +208,17 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     card = ckpt.card
     if card["model_kind"] == "dt":
+        args.tasks = args.tasks or 256
         return _validate_dt(ckpt, args, argv)
     if card["prior_name"] != "gp":
         raise SystemExit(
-            f"--reference exact needs a GP-prior checkpoint; {ckpt.name!r} has "
+            f"validate needs a GP-prior PFN or a Distribution Transformer; {ckpt.name!r} has "
             f"prior {card['prior_name']!r}"
         )
     prior = priors.make_prior(card["prior_name"], card["prior_config"])
+    if args.reference == "nuts" or (args.reference is None and prior.config.has_hyperpriors):
+        return _validate_gp_nuts(ckpt, prior, args, argv)
+    args.tasks = args.tasks or 256
     sizes = [int(s) for s in (args.sizes or "1,3,10,30,100").split(",")]
     report = validate_against_exact_gp(
         ckpt.model,
@@ -226,6 +247,55 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
             print("predictive-band plots need a 1-D prior; skipped")
     if args.write_card:
         _write_validation(args.checkpoint, card, argv, args.tasks, report.to_dict())
+    return 0 if report.passed else 1
+
+
+def _validate_gp_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: list[str]) -> int:
+    """PFN vs the NUTS-marginalised GP and ML-II, per context size and feature count."""
+    import dataclasses
+
+    from pfnkit.validation_nuts_gp import (
+        DEFAULT_GP_NUTS,
+        GPNutsValidationConfig,
+        validate_gp_against_nuts,
+    )
+    from pfnkit.validation_nuts_gp_report import plot_nll_by_context, print_gp_nuts_table
+
+    cfg = prior.config
+    if not cfg.has_hyperpriors:
+        raise SystemExit(
+            f"--reference nuts needs a GP prior with hyperpriors, but {ckpt.name!r} fixes every "
+            "hyperparameter; use --reference exact"
+        )
+    d_range = range(cfg.num_features_min, cfg.num_features + 1)
+    dims = [int(d) for d in args.dims.split(",")] if args.dims else [
+        d for d in (1, 3, 10) if d in d_range] or [cfg.num_features]  # fmt: skip
+    if any(d not in d_range for d in dims):
+        raise SystemExit(f"--dims {dims}: {ckpt.name!r} was trained on d in {list(d_range)}")
+    budget = {"warmup": args.nuts_warmup, "num_samples": args.nuts_samples}
+    budget = {key: value for key, value in budget.items() if value is not None}
+    args.tasks = args.tasks or 64
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (2, 5, 10, 20, 50, 100)
+    config = GPNutsValidationConfig(
+        n_ctx_sizes=sizes, dims=dims, n_tasks=args.tasks, n_qry=args.n_qry, seed=args.seed,
+        nuts=dataclasses.replace(DEFAULT_GP_NUTS, **budget),
+    )  # fmt: skip
+    report = validate_gp_against_nuts(
+        ckpt.model,
+        lambda n, n_ctx, n_qry, d, gen: prior.sample(n, n_ctx, n_qry, generator=gen,
+                                                     num_used_features=d),
+        ckpt.card["prior_config"], config=config, checkpoint=ckpt.name,
+        tolerances=ckpt.card.get("tolerances", {}), workers=args.workers,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print_gp_nuts_table(report)
+    if args.json:
+        report.write_json(args.json)
+    if args.plots:
+        print(f"wrote {plot_nll_by_context(report, Path(args.plots) / 'nll_by_context.png')}")
+    if args.write_card:
+        summary = {k: v for k, v in report.to_dict().items() if k != "tasks"}
+        _write_validation(args.checkpoint, ckpt.card, argv, args.tasks, summary)
     return 0 if report.passed else 1
 
 
@@ -274,6 +344,7 @@ def _validate_dt_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: lis
         checkpoint=ckpt.name,
         n_obs_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (5, 20),
         n_tasks=args.tasks,
+        n_nuts_tasks=args.nuts_tasks,
         seed=args.seed,
         tolerances=ckpt.card.get("tolerances", {}),
         progress=not args.no_progress,
@@ -290,7 +361,7 @@ def _dt_contour_plot(ckpt: Any, prior: Any, out_dir: Path, seed: int) -> Path:
     import torch
 
     from pfnkit.models.distribution_transformer import gmm
-    from pfnkit.posterior_plots import plot_posterior_contours
+    from pfnkit.posterior_plots import ContourPanel, plot_posterior_contours
     from pfnkit.reference import conjugate_gmm_posterior
 
     gen = torch.Generator().manual_seed(seed + 1)
@@ -307,9 +378,9 @@ def _dt_contour_plot(ckpt: Any, prior: Any, out_dir: Path, seed: int) -> Path:
         with torch.no_grad():
             model = ckpt.model.double()(*parts, batch.x_ctx)
         exact = conjugate_gmm_posterior(*parts, batch.x_ctx, obs_cov)
-        panels.append({"prior": gmm(*(t[0] for t in parts)), "exact": first(exact),
-                       "model": first(model), "observations": batch.x_ctx[0],
-                       "theta": m["theta"][0]})  # fmt: skip
+        curves = [("prior", gmm(*(t[0] for t in parts))), ("exact", first(exact)),
+                  ("model", first(model))]  # fmt: skip
+        panels.append(ContourPanel(curves, [("observations", batch.x_ctx[0])], m["theta"][0]))
     return plot_posterior_contours(panels, out_dir / "posterior_contours.png", title=ckpt.name)
 
 
@@ -402,9 +473,11 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
     from pfnkit.robustness_report import plot_attacked_task, robustness_report
 
     ckpt = load_checkpoint(args.checkpoint)
-    prior, hyper = _fixed_gp_hyperparameters(ckpt.card, ckpt.name)
     eps = [float(e) for e in args.eps.split(",")]
     config = AttackConfig(norm=args.norm, steps=args.steps, restarts=args.restarts)
+    if ckpt.card["model_kind"] == "dt":
+        return _robustness_dt(ckpt, eps, config, args)
+    prior, hyper = _fixed_gp_hyperparameters(ckpt.card, ckpt.name)
     generator = torch.Generator().manual_seed(args.seed)
     batch = prior.sample(args.tasks, args.n_ctx, args.n_qry, generator=generator)
     report = robustness_report(
@@ -441,15 +514,84 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _robustness_dt(ckpt: Any, eps: list[float], config: Any, args: argparse.Namespace) -> int:
+    """Attack a Distribution Transformer's observations and the exact conjugate posterior."""
+    import torch
+
+    import priors
+    from pfnkit.reference import conjugate_gmm_posterior
+    from pfnkit.robustness_report import posterior_robustness_report
+
+    prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
+    if prior.config.simulator != "gaussian":
+        raise SystemExit(
+            f"robustness of {ckpt.name!r} needs a differentiable exact posterior; only the "
+            "conjugate Gaussian simulator has one (NUTS is too costly inside an attack)"
+        )
+    generator = torch.Generator().manual_seed(args.seed)
+    batch = prior.sample(args.tasks, args.n_ctx, 0, generator=generator).to(torch.float64)
+    m = batch.meta
+    parts = (m["prior_logits"], m["prior_means"], m["prior_scale_tril"])
+    model = ckpt.model.double().eval()
+    obs_cov = torch.tensor(prior.config.obs_cov, dtype=torch.float64)
+
+    def fns(sl: slice) -> tuple[Any, Any]:
+        p = tuple(t[sl] for t in parts)
+        return (lambda obs: model(*p, obs)), (lambda obs: conjugate_gmm_posterior(*p, obs, obs_cov))
+
+    report = posterior_robustness_report(
+        *fns(slice(None)), batch.x_ctx, eps=eps, config=config, generator=generator,
+        checkpoint=ckpt.name, progress=not args.no_progress,
+    )  # fmt: skip
+    _print_robustness(report)
+    if args.json:
+        report.write_json(args.json)
+    if args.plots and max(eps) > 0:
+        worst = report.results[-1].model_kl
+        task = max(range(len(worst)), key=worst.__getitem__)
+        one = slice(task, task + 1)
+        path = _dt_attack_plot(
+            fns(one), batch.x_ctx[one], max(eps), config, generator, Path(args.plots), ckpt.name
+        )
+        print(f"wrote {path} (task {task}, the model's worst at eps={max(eps):g})")
+    return 0
+
+
+def _dt_attack_plot(fns: Any, obs: Any, eps: float, config: Any, gen: Any, out: Path,
+                    name: str) -> Path:  # fmt: skip
+    import torch
+
+    from pfnkit.models.distribution_transformer import gmm
+    from pfnkit.posterior_plots import ContourPanel, plot_posterior_contours
+    from pfnkit.robustness import attack_observations
+
+    def first(d: Any) -> Any:
+        c = d.component_distribution
+        return gmm(d.mixture_distribution.logits[0], c.loc[0], c.scale_tril[0])
+
+    panels = []
+    for label, fn in zip(("model", "exact"), fns, strict=True):
+        attack = attack_observations(fn, obs, [eps], config=config, generator=gen)[-1]
+        with torch.no_grad():
+            clean, attacked = first(fn(obs)), first(fn(attack.obs_BND))
+        panels.append(ContourPanel(
+            [("clean posterior", clean), ("attacked posterior", attacked)],
+            [("clean observations", obs[0]), ("attacked observations", attack.obs_BND[0])],
+            title=f"{label}: KL {float(attack.kl_B[0]):.3g} at eps={eps:g}",
+        ))  # fmt: skip
+    return plot_posterior_contours(panels, out / "attack_observations.png", title=name)
+
+
 def _print_robustness(report: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
     attack = report.attack
+    posterior = report.target == "observations"
+    exact, over = ("exact posterior", "over θ") if posterior else ("exact GP", "mean over queries")
     table = Table(
-        title=f"{report.checkpoint} vs exact GP: worst-case KL(q(.|D) || q(.|D+delta)), "
-        "mean over query points",
-        caption=f"{report.n_tasks} tasks, {report.n_ctx} context points; target "
+        title=f"{report.checkpoint} vs {exact}: worst-case KL(q(.|D) || q(.|D+delta)), {over}",
+        caption=f"{report.n_tasks} tasks, {report.n_ctx} data points; target "
         f"{report.target}; {attack['norm']} ball of radius eps in units of the data's std; "
         f"{attack['steps']} steps x {attack['restarts']} restart(s)",
     )
@@ -466,7 +608,7 @@ def _print_robustness(report: Any) -> None:
         )
     console = Console(width=max(Console().width, 110))  # keep the table whole in logs
     console.print(table)
-    console.print("ratio = model mean KL / exact mean KL (> 1: the PFN moves more than exact)")
+    console.print("ratio = model mean KL / exact mean KL (> 1: the model moves more than exact)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -513,16 +655,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference",
         choices=["exact", "nuts"],
-        default="exact",
         help="oracle: exact = the gpytorch GP at the task's true hyperparameters, or the "
         "closed-form posterior of a conjugate Distribution Transformer; nuts = pyro NUTS "
-        "(non-conjugate Distribution Transformers)",
+        "(non-conjugate Distribution Transformers; for a GP prior with hyperpriors, the GP "
+        "with its hyperparameters integrated out, next to ML-II). Default: nuts for a GP "
+        "prior with hyperpriors, exact otherwise",
     )
-    p.add_argument("--tasks", type=int, default=256, help="fresh prior tasks per context size")
+    p.add_argument(
+        "--tasks",
+        type=int,
+        help="fresh prior tasks per context size (per context size and d with a GP "
+        "hyperprior); default 256, or 64 against NUTS on a GP hyperprior",
+    )
     p.add_argument(
         "--sizes",
         help="comma-separated context (or observation) sizes; default 1,3,10,30,100 for "
-        "a GP checkpoint, 0,2,5,10,20 for a Distribution Transformer",
+        "a GP checkpoint against the exact GP, 2,5,10,20,50,100 against NUTS, 0,2,5,10,20 "
+        "for a Distribution Transformer",
+    )
+    p.add_argument(
+        "--dims",
+        help="comma-separated numbers of used features d (GP hyperprior against NUTS); "
+        "default 1,3,10 within the prior's range",
+    )
+    p.add_argument("--nuts-warmup", type=int, help="NUTS warmup steps per chain (GP hyperprior)")
+    p.add_argument("--nuts-samples", type=int, help="NUTS kept draws per chain (GP hyperprior)")
+    p.add_argument(
+        "--nuts-tasks",
+        type=int,
+        default=24,
+        help="non-conjugate Distribution Transformer: tasks per size that also get a NUTS run "
+        "and a C2ST (the NLLs use all --tasks)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes scoring tasks against NUTS in parallel"
     )
     p.add_argument("--n-qry", type=int, default=100, help="query points per task")
     p.add_argument("--seed", type=int, default=12345, help="seed of the validation tasks")

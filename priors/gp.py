@@ -1,4 +1,27 @@
-"""Batched Gaussian-process prior over regression tasks, with fixed or hyperprior parameters."""
+"""Batched Gaussian-process prior over regression tasks, with fixed or hyperprior parameters.
+
+Two regimes share one sampler:
+
+* **Fixed hyperparameters** (the defaults; e.g. the shipped ``gp-rbf``): every task uses the
+  same kernel, lengthscale, outputscale and noise, x ~ U[x_low, x_high]^D, all D features.
+* **Hyperprior mode** (any hyperparameter with a non-"fixed" family; see
+  `GPPriorConfig.general_purpose` for the configuration behind the general ``gp``
+  checkpoint). Each task draws its ARD lengthscales, outputscale and noise variance, and
+  its number of used features d ∈ [num_features_min, num_features]; unused features are
+  zero (the estimators' ``features = "pad"`` mapping fills them the same way).
+
+Scaling with d (``lengthscale_scaling = "sqrt"``, ``feature_rescale = "sqrt"``): with
+standardized inputs (``x_distribution = "normal"``), E‖x − x'‖² = 2d, so a kernel whose
+lengthscales do not grow with d gets rougher as features are added. Multiplying every
+drawn lengthscale by √d keeps E‖(x − x')/ℓ‖² = 2 · mean_j ℓ_draw,j⁻² whatever d is (the
+scaling of Hvarfner et al., arXiv 2402.02229), so one hyperprior fits all d. The used features are
+then multiplied by √(num_features / d) before they reach the model (as in TabPFN,
+arXiv 2207.01848): every task's inputs have the same squared norm on average, D, and in
+the model's units the lengthscale prior is the same for every d (ℓ_model = √D · ℓ_draw).
+Both maps are deterministic functions of d, which the model sees (the zero columns), so
+they change no posterior; they only make tasks of different d look alike to the network.
+``meta["lengthscale"]`` holds the lengthscales in the units of the returned x.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +36,19 @@ from torch import Tensor
 
 from pfnkit.data import Batch
 
-__all__ = ["GPPrior", "GPPriorConfig", "Hyperprior", "KERNELS", "kernel_matrix"]
+__all__ = [
+    "KERNELS",
+    "SCALINGS",
+    "X_DISTRIBUTIONS",
+    "GPPrior",
+    "GPPriorConfig",
+    "Hyperprior",
+    "kernel_matrix",
+]
 
 KERNELS = ("rbf", "matern12", "matern32", "matern52")
+X_DISTRIBUTIONS = ("uniform", "normal")
+SCALINGS = ("none", "sqrt")
 _FAMILIES = ("fixed", "lognormal", "uniform", "loguniform")
 _MAX_JITTER = 1e-2
 
@@ -69,17 +102,29 @@ class Hyperprior:
 
 @dataclass(frozen=True, kw_only=True)
 class GPPriorConfig:
-    """Tasks y = f(x) + ε with f ~ GP(0, k) and x ~ U[x_low, x_high]^D.
+    """Tasks y = f(x) + ε with f ~ GP(0, k), per-task hyperparameters and feature counts.
+
+    The defaults reproduce the original fixed-hyperparameter prior exactly (same draws
+    from the same generator): all features used, x ~ U[x_low, x_high]^D, no scaling.
 
     Attributes:
         kernel: one of "rbf", "matern12", "matern32", "matern52".
-        num_features: input dimension D.
+        num_features: input dimension D of every task (unused features are zero).
         lengthscale: one hyperprior for every dimension, or one per dimension (ARD);
             with a hyperprior, each dimension draws its own lengthscale.
         outputscale: kernel variance.
         noise: observation noise variance.
-        x_low: lower bound of the input cube.
-        x_high: upper bound of the input cube.
+        x_low: lower bound of the input cube (``x_distribution = "uniform"``).
+        x_high: upper bound of the input cube (``x_distribution = "uniform"``).
+        num_features_min: fewest used features; each task draws d uniformly from
+            [num_features_min, num_features] and zeroes features d+1..D. None (the
+            default) means num_features: every task uses every feature.
+        x_distribution: "uniform" (U[x_low, x_high] per feature) or "normal" (N(0, 1)
+            per feature, matching per-feature standardization of real data).
+        lengthscale_scaling: "none", or "sqrt" to multiply every drawn lengthscale by √d.
+        feature_rescale: "none", or "sqrt" to multiply the used features by √(D / d);
+            a checkpoint's card must then declare ``pad_rescale = "sqrt"`` in its
+            data_mapping so the estimators do the same.
     """
 
     kernel: str = "rbf"
@@ -89,6 +134,10 @@ class GPPriorConfig:
     noise: Hyperprior = Hyperprior(a=0.01)
     x_low: float = 0.0
     x_high: float = 1.0
+    num_features_min: int | None = None
+    x_distribution: str = "uniform"
+    lengthscale_scaling: str = "none"
+    feature_rescale: str = "none"
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
@@ -97,6 +146,19 @@ class GPPriorConfig:
             raise ValueError(f"num_features must be positive, got {self.num_features}")
         if not self.x_low < self.x_high:
             raise ValueError(f"need x_low < x_high, got {self.x_low}, {self.x_high}")
+        d_min = self.num_features if self.num_features_min is None else self.num_features_min
+        if not 1 <= d_min <= self.num_features:
+            raise ValueError(
+                f"num_features_min must lie in [1, num_features={self.num_features}], got {d_min}"
+            )
+        object.__setattr__(self, "num_features_min", d_min)
+        if self.x_distribution not in X_DISTRIBUTIONS:
+            raise ValueError(
+                f"unknown x_distribution {self.x_distribution!r}; choose from {X_DISTRIBUTIONS}"
+            )
+        for name in ("lengthscale_scaling", "feature_rescale"):
+            if getattr(self, name) not in SCALINGS:
+                raise ValueError(f"{name} must be one of {SCALINGS}, got {getattr(self, name)!r}")
         raw = self.lengthscale
         if isinstance(raw, (list, tuple)):
             scales = tuple(Hyperprior.coerce(v) for v in raw)
@@ -109,6 +171,45 @@ class GPPriorConfig:
         object.__setattr__(self, "lengthscale", scales)
         object.__setattr__(self, "outputscale", Hyperprior.coerce(self.outputscale))
         object.__setattr__(self, "noise", Hyperprior.coerce(self.noise))
+
+    @property
+    def has_hyperpriors(self) -> bool:
+        """True when any hyperparameter is drawn per task (the Bayes reference is then NUTS)."""
+        drawn = (*self.lengthscale, self.outputscale, self.noise)
+        return any(h.family != "fixed" for h in drawn)
+
+    @classmethod
+    def general_purpose(cls, num_features: int = 10, kernel: str = "matern52") -> GPPriorConfig:
+        """The hyperprior behind the general ``gp`` regressor (examples/configs/gp_hyper.toml).
+
+        Real data reach the model standardized (each feature and the target to mean 0 and
+        variance 1 over the context), so the prior is built for such data:
+
+        * x ~ N(0, 1) per feature; d ~ U{1, ..., num_features} used features.
+        * Lengthscales (ARD): log ℓ_draw ~ N(0, 1), i.e. median 1 and 95% in [0.14, 7.1],
+          then ℓ = √d · ℓ_draw. A median of √d standardized units makes a typical function
+          vary a few times over the data; the wide spread covers both rough features and
+          nearly irrelevant ones (ℓ ≫ 1, which ARD uses to switch a feature off).
+        * Outputscale: log σ_f² ~ N(0, 0.5²) (95% in [0.38, 2.7]): a standardized target
+          has variance 1 = σ_f² + σ_n², so the signal variance sits near 1.
+        * Noise variance: log-uniform on [1e-3, 1]: from nearly noiseless (simulators,
+          make_friedman1 without noise) to a noise share of about one half, as in
+          diabetes-like data where a GP explains about half the variance. Log-uniform
+          treats every order of magnitude alike.
+        * Matérn-5/2 kernel: twice-differentiable functions, rougher than RBF's, the usual
+          default for real data (Rasmussen & Williams, 2006, ch. 4).
+        """
+        return cls(
+            kernel=kernel,
+            num_features=num_features,
+            num_features_min=1,
+            lengthscale=Hyperprior(family="lognormal", a=0.0, b=1.0),
+            outputscale=Hyperprior(family="lognormal", a=0.0, b=0.5),
+            noise=Hyperprior(family="loguniform", a=1e-3, b=1.0),
+            x_distribution="normal",
+            lengthscale_scaling="sqrt",
+            feature_rescale="sqrt",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -123,13 +224,18 @@ class GPPriorConfig:
 def kernel_matrix(
     kernel: str, x1_BND: Tensor, x2_BMD: Tensor, lengthscale_BD: Tensor, outputscale_B: Tensor
 ) -> Tensor:
-    """Stationary kernel matrix k(x1, x2) of shape (B, N, M)."""
-    diff_BNMD = (x1_BND.unsqueeze(2) - x2_BMD.unsqueeze(1)) / lengthscale_BD[:, None, None, :]
-    r2_BNM = diff_BNMD.pow(2).sum(-1)
+    """Stationary kernel matrix k(x1, x2) of shape (B, N, M).
+
+    Distances come from `torch.cdist` in its exact mode (differences, not the Gram-matrix
+    shortcut that cancels near zero), so no (B, N, M, D) tensor is ever formed.
+    """
+    scale_B1D = lengthscale_BD[:, None, :]
+    r_BNM = torch.cdist(
+        x1_BND / scale_B1D, x2_BMD / scale_B1D, compute_mode="donot_use_mm_for_euclid_dist"
+    )
     if kernel == "rbf":
-        k_BNM = torch.exp(-0.5 * r2_BNM)
+        k_BNM = torch.exp(-0.5 * r_BNM**2)
     else:
-        r_BNM = r2_BNM.clamp_min(1e-300).sqrt() * (r2_BNM > 0)
         if kernel == "matern12":
             k_BNM = torch.exp(-r_BNM)
         elif kernel == "matern32":
@@ -170,6 +276,7 @@ class GPPrior:
         self.config = config or GPPriorConfig()
 
     def sample_hyperparameters(self, batch_size: int, generator: torch.Generator) -> dict:
+        """Drawn lengthscales (B, D), outputscale (B,) and noise (B,), before any d-scaling."""
         cfg = self.config
         lengthscale = torch.stack(
             [h.sample((batch_size,), generator) for h in cfg.lengthscale], dim=-1
@@ -180,27 +287,70 @@ class GPPrior:
             "noise": cfg.noise.sample((batch_size,), generator),
         }
 
+    def _used_features(
+        self, batch_size: int, num_used_features: int | None, generator: torch.Generator
+    ) -> Tensor:
+        """Per-task feature counts d, shape (B,), int64."""
+        cfg = self.config
+        if num_used_features is not None:
+            if not cfg.num_features_min <= num_used_features <= cfg.num_features:
+                raise ValueError(
+                    f"num_used_features={num_used_features} lies outside this prior's range "
+                    f"[{cfg.num_features_min}, {cfg.num_features}]"
+                )
+            return torch.full((batch_size,), num_used_features, dtype=torch.int64)
+        if cfg.num_features_min == cfg.num_features:  # draws nothing: the old random stream
+            return torch.full((batch_size,), cfg.num_features, dtype=torch.int64)
+        return torch.randint(
+            cfg.num_features_min, cfg.num_features + 1, (batch_size,), generator=generator
+        )
+
+    def _inputs(self, shape: tuple[int, int, int], generator: torch.Generator) -> Tensor:
+        cfg = self.config
+        if cfg.x_distribution == "normal":
+            return torch.randn(shape, generator=generator, dtype=torch.float64)
+        u_BTD = torch.rand(shape, generator=generator, dtype=torch.float64)
+        return cfg.x_low + (cfg.x_high - cfg.x_low) * u_BTD
+
     def sample(
-        self, batch_size: int, n_ctx: int, n_qry: int, *, generator: torch.Generator
+        self,
+        batch_size: int,
+        n_ctx: int,
+        n_qry: int,
+        *,
+        generator: torch.Generator,
+        num_used_features: int | None = None,
     ) -> Batch:
+        """Draw tasks; ``num_used_features`` fixes d for every task (else d is drawn).
+
+        ``meta`` holds "lengthscale" (B, D) in the units of the returned x (after the
+        d-scalings), "outputscale" (B,), "noise" (B,) and "num_used_features" (B,).
+        """
         cfg = self.config
         hyper = self.sample_hyperparameters(batch_size, generator)
+        d_B = self._used_features(batch_size, num_used_features, generator)
+        d_B1 = d_B.to(torch.float64)[:, None]
+        used_BD = torch.arange(cfg.num_features) < d_B[:, None]
+        x_scale_B1 = torch.ones_like(d_B1)
+        if cfg.feature_rescale == "sqrt":
+            x_scale_B1 = (cfg.num_features / d_B1).sqrt()
+        lengthscale_BD = hyper["lengthscale"] * x_scale_B1
+        if cfg.lengthscale_scaling == "sqrt":
+            lengthscale_BD = lengthscale_BD * d_B1.sqrt()
         t = n_ctx + n_qry
-        u_BTD = torch.rand(
-            batch_size, t, cfg.num_features, generator=generator, dtype=torch.float64
-        )
-        x_BTD = cfg.x_low + (cfg.x_high - cfg.x_low) * u_BTD
-        cov_BTT = kernel_matrix(
-            cfg.kernel, x_BTD, x_BTD, hyper["lengthscale"], hyper["outputscale"]
-        )
+        x_BTD = self._inputs((batch_size, t, cfg.num_features), generator)
+        if not bool(used_BD.all()) or cfg.feature_rescale != "none":
+            x_BTD = x_BTD * (used_BD * x_scale_B1)[:, None, :]
+        cov_BTT = kernel_matrix(cfg.kernel, x_BTD, x_BTD, lengthscale_BD, hyper["outputscale"])
         cov_BTT = cov_BTT + hyper["noise"][:, None, None] * torch.eye(t, dtype=torch.float64)
         z_BT1 = torch.randn(batch_size, t, 1, generator=generator, dtype=torch.float64)
         y_BT = (_cholesky_with_jitter(cov_BTT) @ z_BT1).squeeze(-1).float()
         x_BTD = x_BTD.float()
+        meta = {**hyper, "lengthscale": lengthscale_BD, "num_used_features": d_B1[:, 0]}
         return Batch(
             x_ctx=x_BTD[:, :n_ctx],
             y_ctx=y_BT[:, :n_ctx],
             x_qry=x_BTD[:, n_ctx:],
             y_qry=y_BT[:, n_ctx:],
-            meta={k: v.float() for k, v in hyper.items()},
+            meta={k: v.float() for k, v in meta.items()},
         )

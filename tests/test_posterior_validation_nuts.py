@@ -49,12 +49,12 @@ def test_evidence_nll_matches_the_closed_form_with_an_imperfect_proposal() -> No
 def test_the_exact_posterior_matches_nuts() -> None:
     report = validate_dt_nuts(
         ExactPosterior(), lambda n, k, gen: PRIOR.sample(n, k, 0, generator=gen), _log_joint,
-        n_obs_sizes=(6,), n_tasks=3,
+        n_obs_sizes=(6,), n_tasks=5, n_nuts_tasks=3,
         nuts=NUTSConfig(num_chains=2, warmup=200, num_samples=400, max_tree_depth=6),
         tolerances={"nll_gap_mean": IS_TOL, "c2st_mean": 0.5 + C2ST_CHANCE},
     )  # fmt: skip
     size = report.sizes[0]
-    assert size.n_trusted >= 2
+    assert size.n_tasks == 5 and size.n_nuts == 3 and size.n_trusted >= 2
     assert abs(size.gap) < IS_TOL
     assert size.c2st < 0.5 + C2ST_CHANCE
     assert report.passed

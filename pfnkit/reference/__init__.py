@@ -13,22 +13,35 @@ from pfnkit.reference.exact_gp import (
     exact_gp_predictive_batch,
     fit_ml2,
     log_marginal_likelihood,
+    log_marginal_likelihood_fn,
+)
+from pfnkit.reference.gp_hyperprior import GPHyperprior, ScalarHyperprior
+from pfnkit.reference.gp_nuts import (
+    GaussianMixturePredictive,
+    GPHyperPosterior,
+    gp_hyperparameter_posterior,
 )
 from pfnkit.reference.mcmc import NUTSConfig, NUTSResult, mc_predictive_log_prob, run_nuts
 
 __all__ = [
     "KERNELS",
+    "GPHyperPosterior",
     "GPHyperparameters",
+    "GPHyperprior",
+    "GaussianMixturePredictive",
     "GaussianPredictive",
     "NUTSConfig",
     "NUTSResult",
+    "ScalarHyperprior",
     "conjugate_gmm_posterior",
     "exact_gp_predictive",
     "exact_gp_predictive_batch",
     "fit_ml2",
+    "gp_hyperparameter_posterior",
     "gmm_from_covariances",
     "gmm_from_scale_tril",
     "log_marginal_likelihood",
+    "log_marginal_likelihood_fn",
     "mc_predictive_log_prob",
     "run_nuts",
 ]

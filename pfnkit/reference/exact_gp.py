@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import linear_operator
 import torch
 from torch import Tensor
 from torch.distributions import Normal
+from torch.func import functional_call
 
 from pfnkit.data import check_finite
 
@@ -25,6 +26,7 @@ __all__ = [
     "exact_gp_predictive_batch",
     "fit_ml2",
     "log_marginal_likelihood",
+    "log_marginal_likelihood_fn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -341,6 +343,77 @@ def log_marginal_likelihood(x_ctx_ND: Tensor, y_ctx_N: Tensor, hyper: GPHyperpar
     with _exact_settings():
         # ExactMarginalLogLikelihood divides by N; undo it to get the total.
         return mll(model(x_ctx_ND), y_ctx_N) * y_ctx_N.shape[0]
+
+
+class _MarginalLikelihood(torch.nn.Module):
+    """``mll(model(x), y)`` as one module, so `functional_call` covers the lazy kernel too."""
+
+    def __init__(self, mll: gpytorch.mlls.ExactMarginalLogLikelihood) -> None:
+        super().__init__()
+        self.mll = mll
+
+    def forward(self, x_ND: Tensor, y_N: Tensor) -> Tensor:
+        return self.mll(self.mll.model(x_ND), y_N)
+
+
+def log_marginal_likelihood_fn(
+    x_ctx_ND: Tensor, y_ctx_N: Tensor, *, kernel: str
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """`log_marginal_likelihood` as a function of the hyperparameters, differentiable in them.
+
+    The gpytorch model is built once; each call swaps the hyperparameter tensors in with
+    `torch.func.functional_call`, so their autograd graph reaches the result. This is the
+    log density a sampler over GP hyperparameters (e.g. NUTS) needs.
+
+    Args:
+        x_ctx_ND: context inputs, shape (N, D).
+        y_ctx_N: context targets, shape (N,).
+        kernel: one of ``KERNELS``.
+
+    Returns:
+        ``lml(lengthscale_D, outputscale, noise)``: lengthscales of shape (D,) (or (1,),
+        shared), a 0-d outputscale and a 0-d noise variance, all positive float64 tensors,
+        to the scalar ``log p(y_ctx | x_ctx, hyperparameters)`` (total, not per point).
+    """
+    _check_context(x_ctx_ND, y_ctx_N)
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
+    x_ctx_ND, y_ctx_N = x_ctx_ND.to(_DTYPE).detach(), y_ctx_N.to(_DTYPE).detach()
+    model, likelihood = _build(x_ctx_ND, y_ctx_N, kernel, noise_lower_bound=0.0)
+    for param in (*model.parameters(), *likelihood.parameters()):
+        param.requires_grad_(False)
+    model.train()
+    likelihood.train()
+    objective = _MarginalLikelihood(gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model))
+    scale_kernel = model.covar_module
+    lengthscale_constraint = scale_kernel.base_kernel.raw_lengthscale_constraint
+    outputscale_constraint = scale_kernel.raw_outputscale_constraint
+    noise_constraint = likelihood.noise_covar.raw_noise_constraint
+    n_points, n_features = x_ctx_ND.shape
+
+    def lml(lengthscale_D: Tensor, outputscale: Tensor, noise: Tensor) -> Tensor:
+        if lengthscale_D.numel() not in (1, n_features):
+            raise ValueError(
+                f"lengthscale has {lengthscale_D.numel()} entries but x has {n_features} "
+                "features; pass one per feature or a single shared value"
+            )
+        lengthscale_1D = lengthscale_D.to(_DTYPE).reshape(1, -1).expand(1, n_features)
+        raw = {
+            "mll.model.covar_module.base_kernel.raw_lengthscale": (
+                lengthscale_constraint.inverse_transform(lengthscale_1D)
+            ),
+            "mll.model.covar_module.raw_outputscale": outputscale_constraint.inverse_transform(
+                outputscale.to(_DTYPE).reshape(())
+            ),
+            "mll.likelihood.noise_covar.raw_noise": noise_constraint.inverse_transform(
+                noise.to(_DTYPE).reshape(1)
+            ),
+        }
+        with _exact_settings():  # the kernel is evaluated lazily: keep the swap until the end
+            value = functional_call(objective, raw, (x_ctx_ND, y_ctx_N))
+        return value * n_points  # ExactMarginalLogLikelihood divides by N
+
+    return lml
 
 
 def _optimise(

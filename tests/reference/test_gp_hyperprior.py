@@ -1,0 +1,109 @@
+"""GP hyperprior densities against scipy.stats, their Jacobians, and card parsing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from pfnkit.reference.gp_hyperprior import GPHyperprior, ScalarHyperprior
+
+FLOAT64_ATOL = 1e-10  # float64 identities
+QUADRATURE_ATOL = 1e-6  # densities integrated on a fine grid
+KS_MIN_PVALUE = 1e-3  # distribution checks: reject only clear mismatches
+
+CASES = [
+    (
+        ScalarHyperprior(family="lognormal", a=-0.3, b=0.7),
+        stats.lognorm(s=0.7, scale=math.exp(-0.3)),
+    ),
+    (ScalarHyperprior(family="uniform", a=0.5, b=2.0), stats.uniform(loc=0.5, scale=1.5)),
+    (ScalarHyperprior(family="loguniform", a=1e-3, b=1.0), stats.loguniform(1e-3, 1.0)),
+]  # fmt: skip
+IDS = ["lognormal", "uniform", "loguniform"]
+
+
+@pytest.mark.parametrize(("prior", "oracle"), CASES, ids=IDS)
+def test_log_prob_matches_scipy(prior: ScalarHyperprior, oracle) -> None:
+    values = np.array([1e-4, 2e-3, 0.05, 0.6, 0.999, 1.5, 1.99, 3.0, 40.0])
+    expected = oracle.logpdf(values)
+    got = prior.log_prob(torch.tensor(values)).numpy()
+    assert np.array_equal(np.isinf(got), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], atol=FLOAT64_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("prior", "oracle"), CASES, ids=IDS)
+def test_unconstrained_density_is_the_value_density_times_the_jacobian(
+    prior: ScalarHyperprior, oracle
+) -> None:
+    phi = torch.linspace(-6, 6, 25, dtype=torch.float64, requires_grad=True)
+    value = prior.to_value(phi)
+    (dvalue,) = torch.autograd.grad(value.sum(), phi)
+    phi = phi.detach()
+    torch.testing.assert_close(
+        prior.log_abs_det_jacobian(phi), dvalue.abs().log(), atol=FLOAT64_ATOL, rtol=0
+    )
+    composed = torch.tensor(oracle.logpdf(value.detach().numpy())) + dvalue.abs().log()
+    torch.testing.assert_close(
+        prior.log_prob_unconstrained(phi), composed, atol=FLOAT64_ATOL, rtol=0
+    )
+    torch.testing.assert_close(prior.to_unconstrained(value.detach()), phi, atol=1e-8, rtol=0)
+    grid = torch.linspace(-60, 60, 200001, dtype=torch.float64)
+    mass = torch.trapezoid(prior.log_prob_unconstrained(grid).exp(), grid)
+    assert float(mass) == pytest.approx(1.0, abs=QUADRATURE_ATOL)
+    assert torch.isfinite(prior.log_prob_unconstrained(torch.tensor([-800.0, 800.0]))).all()
+
+
+@pytest.mark.parametrize(("prior", "oracle"), CASES, ids=IDS)
+def test_samples_follow_the_density(prior: ScalarHyperprior, oracle) -> None:
+    draws = prior.sample((5000,), torch.Generator().manual_seed(0)).numpy()
+    assert stats.kstest(draws, oracle.cdf).pvalue > KS_MIN_PVALUE
+
+
+def test_reads_a_general_card_with_sqrt_scalings() -> None:
+    card = {
+        "kernel": "matern52", "num_features": 10, "num_features_min": 1,
+        "lengthscale": [{"family": "lognormal", "a": 0.0, "b": 1.0}] * 10,
+        "outputscale": {"family": "lognormal", "a": 0.0, "b": 0.5},
+        "noise": {"family": "loguniform", "a": 1e-3, "b": 1.0},
+        "lengthscale_scaling": "sqrt", "feature_rescale": "sqrt",
+    }  # fmt: skip
+    for d in (1, 3, 10):
+        hyper = GPHyperprior.from_prior_config(card, d)
+        assert hyper.num_features == d and hyper.num_parameters == d + 2
+        assert hyper.lengthscale_factor == pytest.approx(math.sqrt(10))
+        assert hyper.parameter_names[-2:] == ("outputscale", "noise")
+    only_rescale = GPHyperprior.from_prior_config({**card, "lengthscale_scaling": "none"}, 4)
+    assert only_rescale.lengthscale_factor == pytest.approx(math.sqrt(10 / 4))
+    with pytest.raises(ValueError, match=r"outside the prior's range \[1, 10\]"):
+        GPHyperprior.from_prior_config(card, 11)
+    with pytest.raises(ValueError, match="lacks"):
+        GPHyperprior.from_prior_config({"kernel": "rbf"})
+
+
+def test_fixed_entries_are_filled_in_and_not_sampled() -> None:
+    card = {  # the shipped gp-rbf card: every hyperparameter fixed
+        "kernel": "rbf", "num_features": 1, "x_low": 0.0, "x_high": 1.0,
+        "lengthscale": [{"family": "fixed", "a": 0.2, "b": 0.0}],
+        "outputscale": {"family": "fixed", "a": 1.0, "b": 0.0},
+        "noise": {"family": "fixed", "a": 0.01, "b": 0.0},
+    }  # fmt: skip
+    assert GPHyperprior.from_prior_config(card).num_parameters == 0
+    noise_free = GPHyperprior.from_prior_config(
+        {**card, "noise": {"family": "loguniform", "a": 1e-3, "b": 1.0}}
+    )
+    assert noise_free.parameter_names == ("noise",)
+    phi = torch.tensor([0.3], dtype=torch.float64)
+    lengthscale, outputscale, noise = noise_free.unpack(phi)
+    assert lengthscale.tolist() == [0.2] and float(outputscale) == 1.0
+    assert float(noise) == pytest.approx(
+        math.exp(math.log(1e-3) + math.log(1e3) / (1 + math.exp(-0.3)))
+    )
+    hyper = noise_free.to_gp_hyperparameters(phi)
+    assert hyper.kernel == "rbf" and hyper.noise == pytest.approx(float(noise))
+    draws = noise_free.sample_unconstrained(7, torch.Generator().manual_seed(0))
+    assert draws.shape == (7, 1) and torch.isfinite(noise_free.log_prob(draws[0]))

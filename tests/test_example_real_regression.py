@@ -1,0 +1,32 @@
+"""examples/real_regression.py runs end to end at smoke size on the tiny 10-feature checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_real_regression_smoke(tmp_path: Path, capsys) -> None:
+    path = ROOT / "examples" / "real_regression.py"
+    spec = importlib.util.spec_from_file_location("real_regression", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    out = tmp_path / "scores.json"
+    checkpoint = str(ROOT / "tests" / "data" / "gp10-tiny.json")
+    assert module.main(["--smoke", "--checkpoint", checkpoint, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    methods = ("PFN", "gpytorch ML-II", "sklearn GPR")
+    assert sorted(results) == sorted(
+        f"{data}|20|{m}" for data in ("diabetes", "friedman1") for m in methods
+    )
+    for entry in results.values():
+        assert len(entry["runs"]) == 2
+        assert all(math.isfinite(v["mean"]) for v in entry["summary"].values())
+        assert 0.0 <= entry["summary"]["coverage"]["mean"] <= 1.0
+    assert "test NLL" in capsys.readouterr().out

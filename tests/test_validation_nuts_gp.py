@@ -1,0 +1,139 @@
+"""GP-hyperprior validation against NUTS and ML-II, in the library and through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import cli
+from pfnkit.checkpoint import save_checkpoint
+from pfnkit.models import PFNConfig
+from pfnkit.reference.mcmc import NUTSConfig
+from pfnkit.validation_nuts_gp import (
+    CellResult,
+    GPNutsValidationConfig,
+    TaskScores,
+    validate_gp_against_nuts,
+)
+from pfnkit.validation_nuts_gp_report import plot_nll_by_context, print_gp_nuts_table
+from priors.gp import GPPrior, GPPriorConfig
+from tests.helpers import make_tiny_pfn
+
+GENERAL = GPPriorConfig.general_purpose(num_features=3)
+TINY_NUTS = NUTSConfig(num_chains=2, warmup=8, num_samples=8, max_tree_depth=3)
+
+
+@pytest.fixture
+def hyper_checkpoint(tmp_path: Path) -> Path:
+    """An untrained 3-feature PFN whose card carries the general GP hyperprior."""
+    config = PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_bars=20)
+    card = save_checkpoint(
+        tmp_path / "gp3-tiny",
+        make_tiny_pfn(config),
+        prior_name="gp",
+        prior_config=GENERAL.to_dict(),
+        train_config={"n_ctx_max": 50},
+        command="pytest fixture",
+        data_mapping={
+            "x": "standardize",
+            "y": "standardize",
+            "features": "pad",
+            "pad_rescale": "sqrt",
+        },  # fmt: skip
+    )
+    return card.with_suffix(".safetensors")
+
+
+def _sampler(n: int, n_ctx: int, n_qry: int, d: int, gen: torch.Generator):
+    return GPPrior(GENERAL).sample(n, n_ctx, n_qry, generator=gen, num_used_features=d)
+
+
+def test_reports_every_cell_and_task_with_the_nuts_gate(tmp_path: Path) -> None:
+    config = GPNutsValidationConfig(
+        n_ctx_sizes=(2, 4), dims=(1, 3), n_tasks=1, n_qry=5, predictive_draws=4, nuts=TINY_NUTS
+    )
+    model = make_tiny_pfn(PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                                    n_bars=20))  # fmt: skip
+    report = validate_gp_against_nuts(
+        model, _sampler, GENERAL.to_dict(), config=config, checkpoint="tiny",
+        tolerances={"nll_gap_mean": 0.05},
+    )  # fmt: skip
+    assert [(c.d, c.n_ctx) for c in report.cells] == [(1, 2), (1, 4), (3, 2), (3, 4)]
+    assert len(report.tasks) == 4 and all(t.max_r_hat > 1.0 for t in report.tasks)
+    for cell in report.cells:
+        assert math.isfinite(cell.pfn_nll) and math.isfinite(cell.nuts_nll)
+        assert 0.0 <= cell.nuts_coverage <= 1.0 and cell.speed_ratio > 0
+    untrusted = [t for t in report.tasks if not t.trusted]
+    assert untrusted and all(t.reason for t in untrusted)  # 8 draws cannot reach ESS 100
+    assert not report.passed  # a tolerance is set, and no cell has a trusted NUTS run
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["config"]["nuts"] == TINY_NUTS.to_dict() and len(data["tasks"]) == 4
+    assert GPNutsValidationConfig.from_dict(data["config"]) == config
+    assert plot_nll_by_context(report, tmp_path / "nll.png").stat().st_size > 0
+    print_gp_nuts_table(report)
+
+
+def test_cell_averages_use_trusted_tasks_for_the_gap() -> None:
+    def task(i: int, trusted: bool, ml2_error: str = "") -> TaskScores:
+        return TaskScores(n_ctx=5, d=1, index=i, pfn_nll=1.0 + i, nuts_nll=1.0,
+                          ml2_nll=math.nan if ml2_error else 2.0, pfn_coverage=0.9,
+                          nuts_coverage=0.8, ml2_coverage=0.7, pfn_seconds=0.01,
+                          nuts_seconds=10.0, ml2_seconds=1.0, trusted=trusted,
+                          reason="" if trusted else "R-hat", max_r_hat=1.0, min_ess=200.0,
+                          divergences=0, ml2_error=ml2_error)  # fmt: skip
+
+    cell = CellResult.from_tasks([task(0, True), task(1, False, "failed"), task(2, True)])
+    assert cell.gap == pytest.approx(1.0) and cell.trusted_fraction == pytest.approx(2 / 3)
+    assert cell.pfn_nll == pytest.approx(2.0) and cell.ml2_nll == pytest.approx(2.0)
+    assert cell.ml2_failures == 1 and cell.speed_ratio == pytest.approx(1000.0)
+
+
+def test_cli_validate_dispatches_a_hyperprior_card_to_nuts(hyper_checkpoint, tmp_path) -> None:
+    out = tmp_path / "report.json"
+    argv = ["validate", "--checkpoint", str(hyper_checkpoint), "--tasks", "1", "--sizes", "3",
+            "--dims", "1,3", "--n-qry", "4", "--nuts-warmup", "6", "--nuts-samples", "6",
+            "--json", str(out), "--plots", str(tmp_path / "plots"), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0  # the card has no tolerances
+    report = json.loads(out.read_text())
+    assert report["reference"] == "nuts" and len(report["cells"]) == 2
+    assert report["config"]["nuts"]["warmup"] == 6 and report["config"]["n_tasks"] == 1
+    assert (tmp_path / "plots" / "nll_by_context.png").exists()
+    with pytest.raises(SystemExit, match="trained on d in"):
+        cli.main([*argv[:-1], "--dims", "5"])
+
+
+def test_cli_refuses_nuts_for_fixed_hyperparameters(tiny_checkpoint) -> None:
+    argv = ["validate", "--checkpoint", str(tiny_checkpoint), "--reference", "nuts"]
+    with pytest.raises(SystemExit, match="fixes every hyperparameter"):
+        cli.main(argv)
+
+
+def test_pretrain_card_mapping_follows_the_prior_rescale() -> None:
+    prior = GPPrior(GENERAL)
+    pad = {"x": "standardize", "y": "standardize", "features": "pad"}
+    assert cli._card_data_mapping(prior, pad) == {**pad, "pad_rescale": "sqrt"}
+    with pytest.raises(SystemExit, match="pad_rescale"):
+        cli._card_data_mapping(prior, {**pad, "pad_rescale": "none"})
+    with pytest.raises(SystemExit, match='features = "pad"'):
+        cli._card_data_mapping(prior, {"x": "standardize"})
+    assert cli._card_data_mapping(GPPrior(GPPriorConfig()), None) is None
+
+
+@pytest.mark.slow
+def test_scores_do_not_depend_on_the_number_of_workers() -> None:
+    config = GPNutsValidationConfig(
+        n_ctx_sizes=(3,), dims=(1, 2), n_tasks=2, n_qry=4, predictive_draws=4, nuts=TINY_NUTS
+    )
+    model = make_tiny_pfn(PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                                    n_bars=20))  # fmt: skip
+    one, two = (
+        validate_gp_against_nuts(model, _sampler, GENERAL.to_dict(), config=config, workers=w)
+        for w in (1, 2)
+    )
+    fields = ("pfn_nll", "nuts_nll", "ml2_nll", "trusted", "max_r_hat")
+    for a, b in zip(one.tasks, two.tasks, strict=True):
+        assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
