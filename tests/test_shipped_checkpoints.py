@@ -88,3 +88,24 @@ def test_dt_gauss2d_meets_its_card_against_the_exact_posterior() -> None:
     assert report.c2st_mean <= tol["c2st_mean"], report.to_dict()
     assert report.fusion.gap <= FUSION_REGRESSION_BOUND, report.to_dict()
     assert min(report.sbc["ks_pvals"]) > 1e-3
+
+
+LOGISTIC_REGRESSION_BOUND = 0.35  # nats; the card's 0.1 is not met (0.196 measured, 256 tasks)
+
+
+@pytest.mark.slow
+def test_dt_logistic2d_nll_gap_stays_within_its_measured_range() -> None:
+    from pfnkit.posterior_validation_nuts import validate_dt_nuts
+
+    ckpt = load_checkpoint("dt-logistic2d")
+    prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
+
+    def log_joint(theta_SD, task):
+        theta = theta_SD[:, None]
+        return (prior.log_likelihood(theta, task.x_ctx) + prior.log_prior(theta, task.meta))[:, 0]
+
+    report = validate_dt_nuts(
+        ckpt.model, lambda n, k, gen: prior.sample(n, k, 0, generator=gen), log_joint,
+        n_tasks=64, n_nuts_tasks=0, seed=2024,
+    )  # fmt: skip
+    assert 0 < report.mean_gap <= LOGISTIC_REGRESSION_BOUND, report.to_dict()
