@@ -73,7 +73,7 @@ def _model_config(prior: Any, section: dict[str, Any]) -> Any:
 def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
     import priors
     from pfnkit.checkpoint import save_checkpoint, write_manifest
-    from pfnkit.training import TrainConfig, pretrain
+    from pfnkit.training import TrainConfig, pretrain, training_summary
 
     config = load_config(args.config, args.set)
     for key in _DISTRIBUTED_FLAGS:  # the command-line flags win over the TOML file and --set
@@ -92,7 +92,9 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
-    if _global_rank() != 0:  # under DDP every rank holds the same weights; rank 0 writes them
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if int(rank_zero_only.rank) != 0:  # under DDP all ranks hold the same weights
         return 0
     card_section = config["card"]
     card_path = save_checkpoint(
@@ -104,7 +106,7 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
         command=_command_line(argv),
         data_mapping=_card_data_mapping(prior, card_section.get("data_mapping")),
         tolerances=card_section.get("tolerances"),
-        training=_training_record(run_dir, train_config),
+        training=training_summary(run_dir, init_from=train_config.init_from),
         description=card_section.get("description", ""),
     )
     write_manifest(card_path.parent)
@@ -127,27 +129,6 @@ def _card_data_mapping(prior: Any, mapping: dict[str, str] | None) -> dict[str, 
     if mapping is None or rescale == "none":
         return mapping
     return {**mapping, "pad_rescale": rescale}
-
-
-def _global_rank() -> int:
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return int(rank_zero_only.rank)  # set by Lightning's strategy (0 without one)
-
-
-def _training_record(run_dir: Path, train_config: Any) -> dict[str, Any]:
-    """Steps and minutes of this run, plus the parent checkpoint's when it was fine-tuned."""
-    from pfnkit.checkpoint import resolve_checkpoint
-    from pfnkit.training import training_summary
-
-    record: dict[str, Any] = dict(training_summary(run_dir))
-    if train_config.init_from:
-        name, card_path, _ = resolve_checkpoint(train_config.init_from)
-        parent = json.loads(card_path.read_text())
-        record["init_from"] = {"name": name, "sha256": parent["sha256"], **parent["training"]}
-        total = record["train_minutes"] + parent["training"].get("train_minutes", 0.0)
-        record["total_train_minutes"] = total
-    return record
 
 
 # ------------------------------------------------------------------------------ predict
@@ -187,14 +168,9 @@ def cmd_predict(args: argparse.Namespace, argv: list[str]) -> int:
         table.add_row(*(f"{v:.4g}" for v in values))
     Console().print(table)
     if args.out:
+        columns = ",".join([header[i] for i in features] + names)
         out = np.column_stack([x_test, mean, quantiles])
-        np.savetxt(
-            args.out,
-            out,
-            delimiter=",",
-            comments="",
-            header=",".join([header[i] for i in features] + names),
-        )
+        np.savetxt(args.out, out, delimiter=",", comments="", header=columns)
         print(f"wrote {args.out}")
     return 0
 
@@ -232,7 +208,7 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
         tolerances=card.get("tolerances", {}),
         progress=not args.no_progress,
     )
-    _print_validation(report, args.tasks)
+    report.print_table(args.tasks)
     if args.json:
         report.write_json(args.json)
     if args.plots:
@@ -324,7 +300,13 @@ def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
     if args.json:
         report.write_json(args.json)
     if args.plots:
-        print(f"wrote {_dt_contour_plot(ckpt, prior, Path(args.plots), args.seed)}")
+        from pfnkit.posterior_plots import plot_dt_posteriors
+
+        gen = torch.Generator().manual_seed(args.seed + 1)
+        tasks = [prior.sample(1, n_obs, 0, generator=gen) for n_obs in (2, 5, 10)]
+        obs_cov = torch.tensor(prior.config.obs_cov, dtype=torch.float64)
+        path = Path(args.plots) / "posterior_contours.png"
+        print(f"wrote {plot_dt_posteriors(ckpt.model, tasks, obs_cov, path, title=ckpt.name)}")
     if args.write_card:
         _write_validation(args.checkpoint, card, argv, args.tasks, report.to_dict())
     return 0 if report.passed else 1
@@ -357,33 +339,6 @@ def _validate_dt_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: lis
     return 0 if report.passed else 1
 
 
-def _dt_contour_plot(ckpt: Any, prior: Any, out_dir: Path, seed: int) -> Path:
-    import torch
-
-    from pfnkit.models.distribution_transformer import gmm
-    from pfnkit.posterior_plots import ContourPanel, plot_posterior_contours
-    from pfnkit.reference import conjugate_gmm_posterior
-
-    gen = torch.Generator().manual_seed(seed + 1)
-    obs_cov = torch.tensor(prior.config.obs_cov, dtype=torch.float64)
-    first = lambda d: gmm(  # noqa: E731
-        d.mixture_distribution.logits[0], d.component_distribution.loc[0],
-        d.component_distribution.scale_tril[0],
-    )  # fmt: skip
-    panels = []
-    for n_obs in (2, 5, 10):
-        batch = prior.sample(1, n_obs, 0, generator=gen).to(torch.float64)
-        m = batch.meta
-        parts = (m["prior_logits"], m["prior_means"], m["prior_scale_tril"])
-        with torch.no_grad():
-            model = ckpt.model.double()(*parts, batch.x_ctx)
-        exact = conjugate_gmm_posterior(*parts, batch.x_ctx, obs_cov)
-        curves = [("prior", gmm(*(t[0] for t in parts))), ("exact", first(exact)),
-                  ("model", first(model))]  # fmt: skip
-        panels.append(ContourPanel(curves, [("observations", batch.x_ctx[0])], m["theta"][0]))
-    return plot_posterior_contours(panels, out_dir / "posterior_contours.png", title=ckpt.name)
-
-
 def _write_validation(
     name: str, card: dict[str, Any], argv: list[str], n_tasks: int, figures: dict[str, Any]
 ) -> None:
@@ -393,46 +348,6 @@ def _write_validation(
     card["validation"] = {"command": _command_line(argv), "n_tasks": n_tasks, **figures}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     write_manifest(card_path.parent)
-
-
-def _print_validation(report: Any, n_tasks: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        title=f"{report.checkpoint} vs exact GP ({n_tasks} tasks per size; "
-        "NLL in nats per query point)"
-    )
-    for name in (
-        "n_ctx",
-        "PFN NLL",
-        "exact NLL",
-        "gap",
-        "PFN cov 50/90/95",
-        "exact cov 50/90/95",
-        "PFN ms/task",
-        "exact ms/task",
-    ):
-        table.add_column(name, justify="right")
-    for s in report.sizes:
-        cov = lambda c: "/".join(f"{100 * c[level]:.1f}" for level in sorted(c))  # noqa: E731
-        table.add_row(
-            str(s.n_ctx),
-            f"{s.pfn_nll:.4f}",
-            f"{s.exact_nll:.4f}",
-            f"{s.gap:+.4f}",
-            cov(s.pfn_coverage),
-            cov(s.exact_coverage),
-            f"{1e3 * s.pfn_seconds_per_task:.2f}",
-            f"{1e3 * s.exact_seconds_per_task:.2f}",
-        )
-    console = Console(width=max(Console().width, 110))  # keep the table whole in logs
-    console.print(table)
-    verdict = "PASS" if report.passed else "FAIL"
-    console.print(
-        f"mean gap {report.mean_gap:+.4f}, max gap {report.max_gap:+.4f}, "
-        f"tolerances {report.tolerances}: {verdict}"
-    )
 
 
 # --------------------------------------------------------------------------- robustness
@@ -491,7 +406,7 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
         checkpoint=ckpt.name,
         progress=not args.no_progress,
     )
-    _print_robustness(report)
+    report.print_table()
     if args.json:
         report.write_json(args.json)
     if args.plots and prior.config.num_features == 1 and max(eps) > 0:
@@ -520,7 +435,7 @@ def _robustness_dt(ckpt: Any, eps: list[float], config: Any, args: argparse.Name
 
     import priors
     from pfnkit.reference import conjugate_gmm_posterior
-    from pfnkit.robustness_report import posterior_robustness_report
+    from pfnkit.robustness_report import plot_attacked_posterior, posterior_robustness_report
 
     prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
     if prior.config.simulator != "gaussian":
@@ -543,72 +458,19 @@ def _robustness_dt(ckpt: Any, eps: list[float], config: Any, args: argparse.Name
         *fns(slice(None)), batch.x_ctx, eps=eps, config=config, generator=generator,
         checkpoint=ckpt.name, progress=not args.no_progress,
     )  # fmt: skip
-    _print_robustness(report)
+    report.print_table()
     if args.json:
         report.write_json(args.json)
     if args.plots and max(eps) > 0:
         worst = report.results[-1].model_kl
         task = max(range(len(worst)), key=worst.__getitem__)
         one = slice(task, task + 1)
-        path = _dt_attack_plot(
-            fns(one), batch.x_ctx[one], max(eps), config, generator, Path(args.plots), ckpt.name
-        )
+        path = plot_attacked_posterior(
+            fns(one), batch.x_ctx[one], Path(args.plots) / "attack_observations.png",
+            eps=max(eps), config=config, generator=generator, title=ckpt.name,
+        )  # fmt: skip
         print(f"wrote {path} (task {task}, the model's worst at eps={max(eps):g})")
     return 0
-
-
-def _dt_attack_plot(fns: Any, obs: Any, eps: float, config: Any, gen: Any, out: Path,
-                    name: str) -> Path:  # fmt: skip
-    import torch
-
-    from pfnkit.models.distribution_transformer import gmm
-    from pfnkit.posterior_plots import ContourPanel, plot_posterior_contours
-    from pfnkit.robustness import attack_observations
-
-    def first(d: Any) -> Any:
-        c = d.component_distribution
-        return gmm(d.mixture_distribution.logits[0], c.loc[0], c.scale_tril[0])
-
-    panels = []
-    for label, fn in zip(("model", "exact"), fns, strict=True):
-        attack = attack_observations(fn, obs, [eps], config=config, generator=gen)[-1]
-        with torch.no_grad():
-            clean, attacked = first(fn(obs)), first(fn(attack.obs_BND))
-        panels.append(ContourPanel(
-            [("clean posterior", clean), ("attacked posterior", attacked)],
-            [("clean observations", obs[0]), ("attacked observations", attack.obs_BND[0])],
-            title=f"{label}: KL {float(attack.kl_B[0]):.3g} at eps={eps:g}",
-        ))  # fmt: skip
-    return plot_posterior_contours(panels, out / "attack_observations.png", title=name)
-
-
-def _print_robustness(report: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    attack = report.attack
-    posterior = report.target == "observations"
-    exact, over = ("exact posterior", "over θ") if posterior else ("exact GP", "mean over queries")
-    table = Table(
-        title=f"{report.checkpoint} vs {exact}: worst-case KL(q(.|D) || q(.|D+delta)), {over}",
-        caption=f"{report.n_tasks} tasks, {report.n_ctx} data points; target "
-        f"{report.target}; {attack['norm']} ball of radius eps in units of the data's std; "
-        f"{attack['steps']} steps x {attack['restarts']} restart(s)",
-    )
-    columns = ("eps", "model mean", "model p90", "exact mean", "exact p90", "ratio")
-    for name in (*columns, "median task ratio"):
-        table.add_column(name, justify="right")
-    show = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-    for r in report.results:
-        table.add_row(
-            f"{r.eps:g}",
-            *(show(v) for v in (r.model_mean, r.model_p90, r.exact_mean, r.exact_p90)),
-            show(r.ratio),
-            show(r.median_task_ratio),
-        )
-    console = Console(width=max(Console().width, 110))  # keep the table whole in logs
-    console.print(table)
-    console.print("ratio = model mean KL / exact mean KL (> 1: the model moves more than exact)")
 
 
 def build_parser() -> argparse.ArgumentParser:

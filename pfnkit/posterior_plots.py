@@ -9,7 +9,9 @@ import torch
 from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
-__all__ = ["ContourPanel", "plot_posterior_contours"]
+from pfnkit.data import Batch
+
+__all__ = ["ContourPanel", "plot_dt_posteriors", "plot_posterior_contours"]
 
 GRID_POINTS = 160
 _STYLES = [("0.6", "dotted"), ("black", "solid"), ("C3", "dashed"), ("C2", "dashdot")]
@@ -79,3 +81,36 @@ def plot_posterior_contours(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_dt_posteriors(
+    model: torch.nn.Module, tasks: list[Batch], obs_cov: Tensor, path: str | Path, *,
+    title: str = "",
+) -> Path:  # fmt: skip
+    """Prior, exact conjugate posterior and Distribution Transformer posterior, one task each.
+
+    Args:
+        model: a Distribution Transformer.
+        tasks: one-task batches of a GMM prior with the Gaussian location simulator.
+        obs_cov: (d, d) observation covariance of that simulator.
+    """
+    from pfnkit.models.distribution_transformer import gmm
+    from pfnkit.reference.analytic import conjugate_gmm_posterior
+
+    def first(d: MixtureSameFamily) -> MixtureSameFamily:
+        c = d.component_distribution
+        return gmm(d.mixture_distribution.logits[0], c.loc[0], c.scale_tril[0])
+
+    model = model.double().eval()
+    panels = []
+    for task in tasks:
+        batch = task.to(torch.float64)
+        m = batch.meta
+        parts = (m["prior_logits"], m["prior_means"], m["prior_scale_tril"])
+        with torch.no_grad():
+            dt = model(*parts, batch.x_ctx)
+        exact = conjugate_gmm_posterior(*parts, batch.x_ctx, obs_cov.double())
+        curves = [("prior", gmm(*(t[0] for t in parts))), ("exact", first(exact)),
+                  ("model", first(dt))]  # fmt: skip
+        panels.append(ContourPanel(curves, [("observations", batch.x_ctx[0])], m["theta"][0]))
+    return plot_posterior_contours(panels, path, title=title)

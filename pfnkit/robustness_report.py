@@ -34,6 +34,7 @@ from pfnkit.robustness import (
 __all__ = [
     "EpsRobustness",
     "RobustnessReport",
+    "plot_attacked_posterior",
     "plot_attacked_task",
     "posterior_robustness_report",
     "robustness_report",
@@ -127,6 +128,39 @@ class RobustnessReport:
             "quantile": QUANTILE,
             "results": [r.to_dict() for r in self.results],
         }
+
+    def print_table(self) -> None:
+        """Print mean and 90th-percentile KL of model and exact, and their ratio, with rich."""
+        from rich.console import Console
+        from rich.table import Table
+
+        attack = self.attack
+        posterior = self.target == "observations"
+        exact, over = ("exact GP", "mean over queries")
+        if posterior:
+            exact, over = "exact posterior", "over θ"
+        table = Table(
+            title=f"{self.checkpoint} vs {exact}: worst-case KL(q(.|D) || q(.|D+delta)), {over}",
+            caption=f"{self.n_tasks} tasks, {self.n_ctx} data points; target "
+            f"{self.target}; {attack['norm']} ball of radius eps in units of the data's std; "
+            f"{attack['steps']} steps x {attack['restarts']} restart(s)",
+        )
+        columns = ("eps", "model mean", "model p90", "exact mean", "exact p90", "ratio")
+        for name in (*columns, "median task ratio"):
+            table.add_column(name, justify="right")
+        show = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+        for r in self.results:
+            table.add_row(
+                f"{r.eps:g}",
+                *(show(v) for v in (r.model_mean, r.model_p90, r.exact_mean, r.exact_p90)),
+                show(r.ratio),
+                show(r.median_task_ratio),
+            )
+        console = Console(width=max(Console().width, 110))  # keep the table whole in logs
+        console.print(table)
+        console.print(
+            "ratio = model mean KL / exact mean KL (> 1: the model moves more than exact)"
+        )
 
     def write_json(self, path: str | Path) -> None:
         path = Path(path)
@@ -372,3 +406,37 @@ def plot_attacked_task(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_attacked_posterior(
+    posterior_fns: tuple[Callable[[Tensor], Any], Callable[[Tensor], Any]],
+    obs_1ND: Tensor,
+    path: str | Path,
+    *,
+    eps: float,
+    config: AttackConfig,
+    generator: torch.Generator,
+    title: str = "",
+) -> Path:
+    """PNG of one task's observations attacked at ``eps``: model (left), exact (right).
+
+    Each panel shows the clean and attacked observations and posterior contours.
+    """
+    from pfnkit.models.distribution_transformer import gmm
+    from pfnkit.posterior_plots import ContourPanel, plot_posterior_contours
+
+    def first(d: Any) -> Any:
+        c = d.component_distribution
+        return gmm(d.mixture_distribution.logits[0], c.loc[0], c.scale_tril[0])
+
+    panels = []
+    for label, fn in zip(("model", "exact"), posterior_fns, strict=True):
+        attack = attack_observations(fn, obs_1ND, [eps], config=config, generator=generator)[-1]
+        with torch.no_grad():
+            clean, attacked = first(fn(obs_1ND)), first(fn(attack.obs_BND))
+        panels.append(ContourPanel(
+            [("clean posterior", clean), ("attacked posterior", attacked)],
+            [("clean observations", obs_1ND[0]), ("attacked observations", attack.obs_BND[0])],
+            title=f"{label}: KL {float(attack.kl_B[0]):.3g} at eps={eps:g}",
+        ))  # fmt: skip
+    return plot_posterior_contours(panels, path, title=title)

@@ -334,13 +334,28 @@ def initial_model(
         return PFN(model_config, borders)
 
 
-def training_summary(run_dir: str | Path) -> dict[str, float]:
-    """Optimizer steps and training minutes (summed over resumes) from `run_dir`'s last.ckpt."""
+def training_summary(run_dir: str | Path, *, init_from: str = "") -> dict[str, Any]:
+    """Optimizer steps and training minutes (summed over resumes) from `run_dir`'s last.ckpt.
+
+    With `init_from` (a fine-tuned run), the parent checkpoint's name, sha256, steps and
+    minutes are added, with the total minutes of both.
+    """
     state = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
                        weights_only=False)  # fmt: skip
     timers = [v for k, v in state.get("callbacks", {}).items() if k.startswith("Timer")]
     seconds = timers[0]["time_elapsed"]["train"] if timers else float("nan")
-    return {"optimizer_steps": int(state["global_step"]), "train_minutes": seconds / 60}
+    record: dict[str, Any] = {
+        "optimizer_steps": int(state["global_step"]),
+        "train_minutes": seconds / 60,
+    }
+    if init_from:
+        parent = load_checkpoint(init_from)
+        record["init_from"] = {
+            "name": parent.name, "sha256": parent.card["sha256"], **parent.card["training"]
+        }  # fmt: skip
+        parent_minutes = parent.card["training"].get("train_minutes", 0.0)
+        record["total_train_minutes"] = record["train_minutes"] + parent_minutes
+    return record
 
 
 def _resume_step(ckpt_path: Path | None) -> int:

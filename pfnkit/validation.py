@@ -54,6 +54,46 @@ class GPValidationReport:
     sizes: list[SizeResult]
     tolerances: dict[str, float]
 
+    def print_table(self, n_tasks: int) -> None:
+        """Print the per-size table and the verdict with rich."""
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(
+            title=f"{self.checkpoint} vs exact GP ({n_tasks} tasks per size; "
+            "NLL in nats per query point)"
+        )
+        for name in (
+            "n_ctx",
+            "PFN NLL",
+            "exact NLL",
+            "gap",
+            "PFN cov 50/90/95",
+            "exact cov 50/90/95",
+            "PFN ms/task",
+            "exact ms/task",
+        ):
+            table.add_column(name, justify="right")
+        for s in self.sizes:
+            cov = lambda c: "/".join(f"{100 * c[level]:.1f}" for level in sorted(c))  # noqa: E731
+            table.add_row(
+                str(s.n_ctx),
+                f"{s.pfn_nll:.4f}",
+                f"{s.exact_nll:.4f}",
+                f"{s.gap:+.4f}",
+                cov(s.pfn_coverage),
+                cov(s.exact_coverage),
+                f"{1e3 * s.pfn_seconds_per_task:.2f}",
+                f"{1e3 * s.exact_seconds_per_task:.2f}",
+            )
+        console = Console(width=max(Console().width, 110))  # keep the table whole in logs
+        console.print(table)
+        verdict = "PASS" if self.passed else "FAIL"
+        console.print(
+            f"mean gap {self.mean_gap:+.4f}, max gap {self.max_gap:+.4f}, "
+            f"tolerances {self.tolerances}: {verdict}"
+        )
+
     @property
     def mean_gap(self) -> float:
         return sum(s.gap for s in self.sizes) / len(self.sizes)
