@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.distributions import (
+    Categorical,
     Distribution,
     Independent,
     MixtureSameFamily,
@@ -12,7 +13,7 @@ from torch.distributions import (
     Normal,
 )
 
-__all__ = ["sample_mixture"]
+__all__ = ["mixture_task", "sample_mixture"]
 
 
 def _component_draws(
@@ -68,3 +69,14 @@ def sample_mixture(
         draws = _component_draws(mixture.component_distribution, index_bS, generator)
     draws = draws.movedim(1, 0)  # (S, b, *event)
     return draws.reshape(n_samples, *mixture.batch_shape, *mixture.event_shape)
+
+
+def mixture_task(mixture: MixtureSameFamily, index: int) -> MixtureSameFamily:
+    """Task ``index`` of a Gaussian mixture with batch shape (B,): batch shape ()."""
+    comp = mixture.component_distribution
+    if not isinstance(comp, MultivariateNormal):
+        raise TypeError(f"expected MultivariateNormal components, got {type(comp).__name__}")
+    return MixtureSameFamily(
+        Categorical(logits=mixture.mixture_distribution.logits[index]),
+        MultivariateNormal(comp.loc[index], scale_tril=comp.scale_tril[index]),
+    )

@@ -18,6 +18,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from pfnkit.checkpoint import Checkpoint, load_checkpoint
 from pfnkit.data import check_finite
+from pfnkit.mixtures import mixture_task
 from pfnkit.models import DistributionTransformer
 
 __all__ = ["GMMPriorSpec", "PosteriorEstimator"]
@@ -170,8 +171,4 @@ class PosteriorEstimator:
             tril[None].to(self.device),
             obs[None],
         )
-        mix, comp = post.mixture_distribution, post.component_distribution
-        return MixtureSameFamily(
-            Categorical(logits=mix.logits[0]),
-            MultivariateNormal(comp.loc[0], scale_tril=comp.scale_tril[0]),
-        )
+        return mixture_task(post, 0)

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
 from pfnkit.data import Batch
+from pfnkit.mixtures import mixture_task
 
 __all__ = ["ContourPanel", "plot_dt_posteriors", "plot_posterior_contours"]
 
@@ -97,10 +98,6 @@ def plot_dt_posteriors(
     from pfnkit.models.distribution_transformer import gmm
     from pfnkit.reference.analytic import conjugate_gmm_posterior
 
-    def first(d: MixtureSameFamily) -> MixtureSameFamily:
-        c = d.component_distribution
-        return gmm(d.mixture_distribution.logits[0], c.loc[0], c.scale_tril[0])
-
     model = model.double().eval()
     panels = []
     for task in tasks:
@@ -110,7 +107,7 @@ def plot_dt_posteriors(
         with torch.no_grad():
             dt = model(*parts, batch.x_ctx)
         exact = conjugate_gmm_posterior(*parts, batch.x_ctx, obs_cov.double())
-        curves = [("prior", gmm(*(t[0] for t in parts))), ("exact", first(exact)),
-                  ("model", first(dt))]  # fmt: skip
+        curves = [("prior", gmm(*(t[0] for t in parts))), ("exact", mixture_task(exact, 0)),
+                  ("model", mixture_task(dt, 0))]  # fmt: skip
         panels.append(ContourPanel(curves, [("observations", batch.x_ctx[0])], m["theta"][0]))
     return plot_posterior_contours(panels, path, title=title)

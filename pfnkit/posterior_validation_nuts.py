@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+from torch.distributions import MixtureSameFamily
 
 from pfnkit.data import Batch
-from pfnkit.mixtures import sample_mixture
+from pfnkit.mixtures import mixture_task, sample_mixture
 from pfnkit.models import DistributionTransformer
+from pfnkit.models.distribution_transformer import gmm
 from pfnkit.reference.mcmc import NUTSConfig, run_nuts
 
 __all__ = ["DTNutsReport", "DTNutsSizeResult", "evidence_nll", "validate_dt_nuts"]
@@ -123,14 +124,6 @@ class DTNutsReport:
         )
 
 
-def _single(post: MixtureSameFamily, i: int) -> MixtureSameFamily:
-    comp = post.component_distribution
-    return MixtureSameFamily(
-        Categorical(logits=post.mixture_distribution.logits[i]),
-        MultivariateNormal(comp.loc[i], scale_tril=comp.scale_tril[i]),
-    )
-
-
 def evidence_nll(
     log_joint: LogJoint, task: Batch, q: MixtureSameFamily, prior: MixtureSameFamily,
     theta: Tensor, generator: torch.Generator,
@@ -160,12 +153,9 @@ def _task_figures(
     m = t.meta
     start = time.perf_counter()
     with torch.no_grad():
-        q = _single(model.from_batch(t), 0)
+        q = mixture_task(model.from_batch(t), 0)
     dt_seconds = time.perf_counter() - start
-    prior = MixtureSameFamily(
-        Categorical(logits=m["prior_logits"][0]),
-        MultivariateNormal(m["prior_means"][0], scale_tril=m["prior_scale_tril"][0]),
-    )
+    prior = gmm(m["prior_logits"][0], m["prior_means"][0], m["prior_scale_tril"][0])
     theta = m["theta"][0]
     nlls = {
         "dt_nll": float(-q.log_prob(theta)),

@@ -422,18 +422,14 @@ def plot_attacked_posterior(
 
     Each panel shows the clean and attacked observations and posterior contours.
     """
-    from pfnkit.models.distribution_transformer import gmm
+    from pfnkit.mixtures import mixture_task
     from pfnkit.posterior_plots import ContourPanel, plot_posterior_contours
-
-    def first(d: Any) -> Any:
-        c = d.component_distribution
-        return gmm(d.mixture_distribution.logits[0], c.loc[0], c.scale_tril[0])
 
     panels = []
     for label, fn in zip(("model", "exact"), posterior_fns, strict=True):
         attack = attack_observations(fn, obs_1ND, [eps], config=config, generator=generator)[-1]
         with torch.no_grad():
-            clean, attacked = first(fn(obs_1ND)), first(fn(attack.obs_BND))
+            clean, attacked = mixture_task(fn(obs_1ND), 0), mixture_task(fn(attack.obs_BND), 0)
         panels.append(ContourPanel(
             [("clean posterior", clean), ("attacked posterior", attacked)],
             [("clean observations", obs_1ND[0]), ("attacked observations", attack.obs_BND[0])],
