@@ -186,28 +186,23 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     if card["model_kind"] == "dt":
         args.tasks = args.tasks or 256
         return _validate_dt(ckpt, args, argv)
-    if card["prior_name"] != "gp":
+    if card["prior_name"] not in ("gp", "bnn"):
         raise SystemExit(
-            f"validate needs a GP-prior PFN or a Distribution Transformer; {ckpt.name!r} has "
-            f"prior {card['prior_name']!r}"
+            f"validate needs a GP- or BNN-prior PFN or a Distribution Transformer; "
+            f"{ckpt.name!r} has prior {card['prior_name']!r}"
         )
     prior = priors.make_prior(card["prior_name"], card["prior_config"])
+    if card["prior_name"] == "bnn":
+        return _validate_bnn_nuts(ckpt, prior, args, argv)
     if args.reference == "nuts" or (args.reference is None and prior.config.has_hyperpriors):
         return _validate_gp_nuts(ckpt, prior, args, argv)
     args.tasks = args.tasks or 256
     sizes = [int(s) for s in (args.sizes or "1,3,10,30,100").split(",")]
     report = validate_against_exact_gp(
-        ckpt.model,
-        prior,
-        kernel=prior.config.kernel,
-        checkpoint=ckpt.name,
-        n_ctx_sizes=sizes,
-        n_tasks=args.tasks,
-        n_qry=args.n_qry,
-        seed=args.seed,
-        tolerances=card.get("tolerances", {}),
-        progress=not args.no_progress,
-    )
+        ckpt.model, prior, kernel=prior.config.kernel, checkpoint=ckpt.name,
+        n_ctx_sizes=sizes, n_tasks=args.tasks, n_qry=args.n_qry, seed=args.seed,
+        tolerances=card.get("tolerances", {}), progress=not args.no_progress,
+    )  # fmt: skip
     report.print_table(args.tasks)
     if args.json:
         report.write_json(args.json)
@@ -275,6 +270,43 @@ def _validate_gp_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: lis
     return 0 if report.passed else 1
 
 
+def _validate_bnn_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: list[str]) -> int:
+    """A BNN-prior classifier vs NUTS on the network's weights, per context size."""
+    import dataclasses
+
+    from pfnkit.validation_nuts_bnn import (
+        DEFAULT_BNN_NUTS,
+        BNNNutsValidationConfig,
+        validate_classifier_against_nuts,
+    )
+    from pfnkit.validation_nuts_bnn_report import plot_bnn_nuts, print_bnn_nuts_table
+
+    cfg = prior.config
+    if args.reference == "exact" or cfg.mode != "fixed" or cfg.output == "regression":
+        raise SystemExit(f"{ckpt.name!r}: validate supports a fixed-architecture BNN classifier "
+                         "against --reference nuts (there is no exact BNN posterior)")  # fmt: skip
+    budget = {"warmup": args.nuts_warmup, "num_samples": args.nuts_samples}
+    args.tasks = args.tasks or 16
+    config = BNNNutsValidationConfig(
+        n_ctx_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (1, 5, 20, 50, 100),
+        n_tasks=args.tasks, n_qry=args.n_qry, seed=args.seed, curve_tasks=args.curve_tasks,
+        nuts=dataclasses.replace(DEFAULT_BNN_NUTS, **{k: v for k, v in budget.items() if v}),
+    )  # fmt: skip
+    report = validate_classifier_against_nuts(
+        ckpt.model, prior, config=config, checkpoint=ckpt.name, workers=args.workers,
+        tolerances=ckpt.card.get("tolerances", {}), progress=not args.no_progress,
+    )  # fmt: skip
+    print_bnn_nuts_table(report)
+    if args.json:
+        report.write_json(args.json)
+    if args.plots:
+        print(f"wrote {plot_bnn_nuts(report, Path(args.plots) / 'nll_vs_nuts.png')}")
+    if args.write_card:
+        summary = {k: v for k, v in report.to_dict().items() if k != "tasks"}
+        _write_validation(args.checkpoint, ckpt.card, argv, args.tasks, summary)
+    return 0 if report.passed else 1
+
+
 def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
@@ -286,16 +318,12 @@ def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
     if prior.config.simulator != "gaussian" or args.reference == "nuts":
         return _validate_dt_nuts(ckpt, prior, args, argv)
     report = validate_dt_conjugate(
-        ckpt.model,
-        lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen),
-        obs_cov=torch.tensor(prior.config.obs_cov, dtype=torch.float64),
-        checkpoint=ckpt.name,
+        ckpt.model, lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen),
+        obs_cov=torch.tensor(prior.config.obs_cov, dtype=torch.float64), checkpoint=ckpt.name,
         n_obs_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (0, 2, 5, 10, 20),
-        n_tasks=args.tasks,
-        seed=args.seed,
-        tolerances=card.get("tolerances", {}),
+        n_tasks=args.tasks, seed=args.seed, tolerances=card.get("tolerances", {}),
         progress=not args.no_progress,
-    )
+    )  # fmt: skip
     report.print_table()
     if args.json:
         report.write_json(args.json)
@@ -320,17 +348,12 @@ def _validate_dt_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: lis
         return (prior.log_likelihood(theta, task.x_ctx) + prior.log_prior(theta, task.meta))[:, 0]
 
     report = validate_dt_nuts(
-        ckpt.model,
-        lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen),
-        log_joint,
+        ckpt.model, lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen), log_joint,
         checkpoint=ckpt.name,
         n_obs_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (5, 20),
-        n_tasks=args.tasks,
-        n_nuts_tasks=args.nuts_tasks,
-        seed=args.seed,
-        tolerances=ckpt.card.get("tolerances", {}),
-        progress=not args.no_progress,
-    )
+        n_tasks=args.tasks, n_nuts_tasks=args.nuts_tasks, seed=args.seed,
+        tolerances=ckpt.card.get("tolerances", {}), progress=not args.no_progress,
+    )  # fmt: skip
     report.print_table()
     if args.json:
         report.write_json(args.json)
@@ -371,13 +394,8 @@ def _fixed_gp_hyperparameters(card: dict[str, Any], name: str) -> tuple[Any, Any
             f"({drawn}), so the exact reference is not one fixed GP; use a checkpoint whose "
             "GP prior fixes them, like gp-rbf"
         )
-    hyper = GPHyperparameters(
-        lengthscale=[h.a for h in cfg.lengthscale],
-        outputscale=cfg.outputscale.a,
-        noise=cfg.noise.a,
-        kernel=cfg.kernel,
-    )
-    return prior, hyper
+    scales = {"outputscale": cfg.outputscale.a, "noise": cfg.noise.a, "kernel": cfg.kernel}
+    return prior, GPHyperparameters(lengthscale=[h.a for h in cfg.lengthscale], **scales)
 
 
 def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
@@ -396,16 +414,9 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     batch = prior.sample(args.tasks, args.n_ctx, args.n_qry, generator=generator)
     report = robustness_report(
-        ckpt.model,
-        batch,
-        hyper,
-        eps=eps,
-        target=args.target,
-        config=config,
-        generator=generator,
-        checkpoint=ckpt.name,
-        progress=not args.no_progress,
-    )
+        ckpt.model, batch, hyper, eps=eps, target=args.target, config=config,
+        generator=generator, checkpoint=ckpt.name, progress=not args.no_progress,
+    )  # fmt: skip
     report.print_table()
     if args.json:
         report.write_json(args.json)
@@ -413,16 +424,11 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
         worst = report.results[-1].model_kl
         task = max(range(len(worst)), key=worst.__getitem__)
         path = plot_attacked_task(
-            ckpt.model,
-            batch.task(task),
-            hyper,
-            Path(args.plots) / f"attack_{args.target}_{args.norm}.png",
-            eps=max(eps),
-            target=args.target,
-            config=config,
-            generator=generator,
+            ckpt.model, batch.task(task), hyper,
+            Path(args.plots) / f"attack_{args.target}_{args.norm}.png", eps=max(eps),
+            target=args.target, config=config, generator=generator,
             x_range=(prior.config.x_low, prior.config.x_high),
-        )
+        )  # fmt: skip
         print(f"wrote {path} (task {task}, the model's worst at eps={max(eps):g})")
     elif args.plots:
         print("attack plots need a 1-D prior and some eps > 0; skipped")
@@ -552,21 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=1, help="processes scoring tasks against NUTS in parallel"
     )
+    p.add_argument("--curve-tasks", type=int, default=8, help="BNN: tasks on the NLL-vs-time curve")
     p.add_argument("--n-qry", type=int, default=100, help="query points per task")
     p.add_argument("--seed", type=int, default=12345, help="seed of the validation tasks")
     p.add_argument("--json", help="write the report to this JSON file")
-    p.add_argument("--plots", help="write PNGs of predictive bands to this folder")
-    p.add_argument(
-        "--write-card",
-        action="store_true",
-        help="record the figures in the checkpoint card and manifest",
-    )
+    p.add_argument("--plots", help="write the report's PNGs to this folder")
+    p.add_argument("--write-card", action="store_true", help="record the figures in the card")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=cmd_validate)
 
-    p = sub.add_parser(
-        "robustness", help="attack a checkpoint and exact inference on its prior's tasks"
-    )
+    p = sub.add_parser("robustness", help="attack a checkpoint and exact inference on its tasks")
     p.add_argument("--checkpoint", default="gp-rbf", help="short name or checkpoint path")
     p.add_argument(
         "--eps", default="0.01,0.05,0.1", help="comma-separated radii, in units of the data's std"

@@ -187,13 +187,19 @@ def save_checkpoint(
 
 
 def write_manifest(folder: str | Path | None = None) -> Path:
-    """Regenerate `manifest.json` in `folder` from the cards it holds."""
+    """Regenerate `manifest.json` in `folder` from the checkpoint cards it holds.
+
+    JSON files that are not cards with weights beside them are skipped.
+    """
     folder = Path(folder) if folder is not None else checkpoint_dir()
     entries = {}
     for card_path in sorted(folder.glob("*.json")):
         if card_path.name == "manifest.json":
             continue
         card = json.loads(card_path.read_text())
+        is_card = isinstance(card, dict) and "sha256" in card and "model_kind" in card
+        if not is_card or not card_path.with_suffix(".safetensors").exists():
+            continue  # other JSON in the folder (reports, benchmark output) is not a checkpoint
         entries[card_path.stem] = {
             "weights": card_path.with_suffix(".safetensors").name,
             "card": card_path.name,

@@ -1,14 +1,16 @@
-"""Scores of predictive distributions against observed targets: NLL and interval coverage."""
+"""Scores of predictive distributions against observed targets (NLL, interval coverage), and
+the task-average helpers validation reports share."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["interval_coverage", "nll"]
+__all__ = ["interval_coverage", "mean_or_none", "nll", "stderr_or_none"]
 
 
 def nll(dist: Distribution, y: Tensor) -> Tensor:
@@ -33,3 +35,16 @@ def interval_coverage(dist: Distribution, y: Tensor, levels: Sequence[float]) ->
         hi = dist.icdf(torch.full_like(y, 1 - alpha))
         out[level] = float(((y >= lo) & (y <= hi)).to(torch.float64).mean())
     return out
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    """Mean of per-task figures; None when there are none (e.g. no trusted reference run)."""
+    return sum(values) / len(values) if values else None
+
+
+def stderr_or_none(values: Sequence[float]) -> float | None:
+    """Standard error of the mean (sample std / sqrt(n)); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))

@@ -36,7 +36,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from pfnkit.data import Batch
-from pfnkit.metrics import interval_coverage, nll
+from pfnkit.metrics import interval_coverage, mean_or_none, nll, stderr_or_none
 from pfnkit.reference.exact_gp import exact_gp_predictive, fit_ml2
 from pfnkit.reference.gp_hyperprior import GPHyperprior
 from pfnkit.reference.gp_nuts import gp_hyperparameter_posterior
@@ -150,17 +150,6 @@ class TaskScores:
     ml2_error: str = ""
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _stderr(values: Sequence[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
-
-
 @dataclass(frozen=True, kw_only=True)
 class CellResult:
     """Averages over the tasks of one (n_ctx, d) cell (None where no task qualifies)."""
@@ -196,17 +185,17 @@ class CellResult:
             d=tasks[0].d,
             n_tasks=len(tasks),
             trusted_fraction=sum(t.trusted for t in tasks) / len(tasks),
-            pfn_nll=_mean([t.pfn_nll for t in tasks]),
-            nuts_nll=_mean([t.nuts_nll for t in tasks]),
-            ml2_nll=_mean([t.ml2_nll for t in ok]),
-            gap=_mean(gaps),
-            gap_stderr=_stderr(gaps),
-            pfn_coverage=_mean([t.pfn_coverage for t in tasks]),
-            nuts_coverage=_mean([t.nuts_coverage for t in tasks]),
-            ml2_coverage=_mean([t.ml2_coverage for t in ok]),
-            pfn_seconds=_mean([t.pfn_seconds for t in tasks]),
-            nuts_seconds=_mean([t.nuts_seconds for t in tasks]),
-            ml2_seconds=_mean([t.ml2_seconds for t in tasks]),
+            pfn_nll=mean_or_none([t.pfn_nll for t in tasks]),
+            nuts_nll=mean_or_none([t.nuts_nll for t in tasks]),
+            ml2_nll=mean_or_none([t.ml2_nll for t in ok]),
+            gap=mean_or_none(gaps),
+            gap_stderr=stderr_or_none(gaps),
+            pfn_coverage=mean_or_none([t.pfn_coverage for t in tasks]),
+            nuts_coverage=mean_or_none([t.nuts_coverage for t in tasks]),
+            ml2_coverage=mean_or_none([t.ml2_coverage for t in ok]),
+            pfn_seconds=mean_or_none([t.pfn_seconds for t in tasks]),
+            nuts_seconds=mean_or_none([t.nuts_seconds for t in tasks]),
+            ml2_seconds=mean_or_none([t.ml2_seconds for t in tasks]),
             ml2_failures=len(tasks) - len(ok),
         )
 
@@ -231,7 +220,7 @@ class GPNutsReport:
     @property
     def mean_gap(self) -> float | None:
         """Mean PFN - NUTS NLL over the cells that have trusted tasks."""
-        return _mean([c.gap for c in self.cells if c.gap is not None])
+        return mean_or_none([c.gap for c in self.cells if c.gap is not None])
 
     @property
     def max_gap(self) -> float | None:
@@ -329,6 +318,9 @@ _worker_model: nn.Module | None = None  # the PFN, in each worker process
 def _init_worker(model: nn.Module) -> None:
     global _worker_model
     _worker_model = model
+    # One thread per worker: NUTS on a small GP is latency-bound, and two workers with
+    # torch's default thread pool each oversubscribe the cores many times over.
+    torch.set_num_threads(1)
 
 
 def _score_in_worker(job: tuple) -> TaskScores:

@@ -2,19 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical
 
 from pfnkit.models import PFN, PFNConfig
+from pfnkit.validation_nuts_bnn import class_probabilities
 
-__all__ = ["TINY_CONFIG", "make_tiny_pfn"]
+__all__ = ["TINY_CONFIG", "ImportanceSamplingPredictive", "make_tiny_pfn"]
 
 TINY_CONFIG = PFNConfig(num_features=2, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_bars=20)
 
 
 def make_tiny_pfn(config: PFNConfig = TINY_CONFIG, seed: int = 0) -> PFN:
-    """A randomly initialised PFN, perturbed so no parameter sits at its (zero) init."""
+    """A randomly initialised PFN (regression or classification), perturbed so no parameter
+    sits at its (zero) init."""
     torch.manual_seed(seed)
-    model = PFN(config, torch.linspace(-3, 3, config.n_bars + 1))
+    borders = None if config.n_classes else torch.linspace(-3, 3, config.n_bars + 1)
+    model = PFN(config, borders)
     with torch.no_grad():
         model.query_marker.normal_()
     return model.eval()
+
+
+class ImportanceSamplingPredictive(nn.Module):
+    """The exact posterior predictive by self-normalised importance sampling from the prior.
+
+    With a Bernoulli likelihood every weight is at most 1, so for a few context points the
+    prior is an adequate proposal: an oracle independent of NUTS. ``prior`` is a
+    fixed-architecture classification BNN prior (`priors.bnn.BNNPrior`).
+    """
+
+    def __init__(self, prior: Any, draws: int, seed: int = 99) -> None:
+        super().__init__()
+        self.prior = prior
+        gen = torch.Generator().manual_seed(seed)
+        self.theta_KP = prior.sample(draws, 0, 0, generator=gen, dtype=torch.float64).meta[
+            "weights"
+        ]
+
+    def forward(self, x_ctx: Tensor, y_ctx: Tensor, x_qry: Tensor) -> Categorical:
+        probs = []
+        for x_ND, y_N, x_MD in zip(x_ctx.double(), y_ctx.double(), x_qry.double(), strict=True):
+            log_w_K = self.prior.log_likelihood(self.theta_KP, x_ND, y_N)
+            w_K = torch.softmax(log_w_K, dim=0)
+            probs_KMC = class_probabilities(self.prior.predictive(self.theta_KP, x_MD))
+            probs.append(torch.einsum("k,kmc->mc", w_K, probs_KMC))
+        return Categorical(probs=torch.stack(probs))

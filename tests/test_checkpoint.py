@@ -58,6 +58,14 @@ def test_short_names_resolve_in_pfnkit_checkpoints(tiny_checkpoint: Path, monkey
     assert manifest["tiny"]["sha256"] == sha256_of(tiny_checkpoint)
 
 
+def test_manifest_skips_json_that_is_not_a_card(tiny_checkpoint: Path) -> None:
+    folder = tiny_checkpoint.parent
+    (folder / "report.json").write_text(json.dumps({"nll": 1.0}))
+    (folder / "orphan.json").write_text(tiny_checkpoint.with_suffix(".json").read_text())
+    manifest = json.loads(write_manifest(folder).read_text())
+    assert sorted(manifest) == ["tiny"]
+
+
 def test_shipped_manifest_matches_cards_and_weights() -> None:
     folder = checkpoint_dir()
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -109,3 +109,34 @@ def test_dt_logistic2d_nll_gap_stays_within_its_measured_range() -> None:
         n_tasks=64, n_nuts_tasks=0, seed=2024,
     )  # fmt: skip
     assert 0 < report.mean_gap <= LOGISTIC_REGRESSION_BOUND, report.to_dict()
+
+
+BNN_IS_DRAWS = 100_000  # prior draws of the importance-sampling oracle (weights <= 1 each)
+BNN_NUTS_TASKS = 3  # tasks at n_ctx 50 that get a full NUTS reference (about a minute each)
+# A mean over 3 tasks of the PFN - NUTS gap; looser than the card's 0.02 (measured on 80).
+BNN_NUTS_BOUND = 0.05
+
+
+@pytest.mark.slow
+def test_bnn_clf_meets_its_card_against_importance_sampling_and_nuts() -> None:
+    import torch
+
+    from pfnkit.validation_nuts_bnn import BNNNutsValidationConfig, validate_classifier_against_nuts
+    from tests.helpers import ImportanceSamplingPredictive
+
+    ckpt = load_checkpoint("bnn-clf")
+    prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
+    oracle = ImportanceSamplingPredictive(prior, BNN_IS_DRAWS)
+    generator = torch.Generator().manual_seed(2024)
+    gaps = []
+    for n_ctx in (1, 5):  # few labels: the prior is an adequate importance proposal
+        batch = prior.sample(N_TASKS, n_ctx, 50, generator=generator)
+        y = batch.y_qry.long()
+        with torch.inference_mode():
+            pfn_nll = -ckpt.model(batch.x_ctx, batch.y_ctx, batch.x_qry).log_prob(y).mean()
+        exact_nll = -oracle(batch.x_ctx, batch.y_ctx, batch.x_qry).log_prob(y).mean()
+        gaps.append(float(pfn_nll) - float(exact_nll))
+    assert sum(gaps) / len(gaps) <= ckpt.card["tolerances"]["nll_gap_mean"], gaps
+    config = BNNNutsValidationConfig(n_ctx_sizes=(50,), n_tasks=BNN_NUTS_TASKS, curve_tasks=0)
+    report = validate_classifier_against_nuts(ckpt.model, prior, config=config)
+    assert report.mean_gap is not None and report.mean_gap <= BNN_NUTS_BOUND, report.to_dict()

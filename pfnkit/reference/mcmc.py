@@ -13,10 +13,16 @@ processes, which deadlocks after torch has started its thread pools). Each chain
 from its own seed derived from ``seed``, inside `torch.random.fork_rng`, so the caller's
 global random states (torch CPU and the input's CUDA device, numpy, Python) are unchanged.
 
-A run is *trusted* only if every parameter's split R-hat is below ``r_hat_max``, every
-parameter's effective sample size reaches ``min_ess``, and no chain was skipped by the
-time cap. Both diagnostics are pyro's classic estimators on the raw draws (split
-Gelman-Rubin and Geyer's initial-monotone ESS; Gelman et al., *BDA3*, ch. 11), not the
+A run is *trusted* only if every gated quantity's split R-hat is below ``r_hat_max``, its
+effective sample size reaches ``min_ess``, and no chain was skipped by the time cap. The
+gated quantities are the parameters themselves unless the caller passes ``gate_fn``: a
+posterior whose parameters are not identifiable (a neural network's hidden units can be
+permuted and, for odd activations, sign-flipped without changing the function) has
+chains that sit in equivalent modes, so the parameters' R-hat stays large while every
+prediction has converged; there the gate belongs on the predictions.
+
+Both diagnostics are pyro's classic estimators on the raw draws (split Gelman-Rubin and
+Geyer's initial-monotone ESS; Gelman et al., *BDA3*, ch. 11), not the
 rank-normalised variants of Vehtari et al. (arXiv 1903.08008).
 """
 
@@ -129,14 +135,17 @@ class NUTSResult:
 
     Attributes:
         samples: kept draws, shape (C, S, P) for C completed chains, float64.
-        r_hat: split R-hat per parameter, shape (P,).
-        ess: effective sample size per parameter over all chains, shape (P,).
+        r_hat: split R-hat per gated quantity, shape (Q,); Q = P when gated on the
+            parameters.
+        ess: effective sample size per gated quantity over all chains, shape (Q,).
         divergences: divergent transitions after warmup, summed over chains.
         acceptance_rates: post-warmup acceptance rate of each completed chain.
         wall_seconds: wall time of the whole run, tracing included.
         time_cap_hit: True if the time cap stopped the run before all chains ran.
         seed: the seed the run was started with.
         config: the configuration (budget and gates) the run used.
+        gated_on: what R-hat and ESS were computed on: "parameters", or the
+            ``gate_fn`` description.
     """
 
     samples: Tensor
@@ -148,6 +157,7 @@ class NUTSResult:
     time_cap_hit: bool
     seed: int
     config: NUTSConfig
+    gated_on: str = "parameters"
 
     @property
     def num_chains_completed(self) -> int:
@@ -156,12 +166,12 @@ class NUTSResult:
 
     @property
     def max_r_hat(self) -> float:
-        """Worst split R-hat over parameters; NaN propagates (and fails the gate)."""
+        """Worst split R-hat over gated quantities; NaN propagates (and fails the gate)."""
         return float(self.r_hat.max())
 
     @property
     def min_ess(self) -> float:
-        """Smallest effective sample size over parameters."""
+        """Smallest effective sample size over gated quantities."""
         return float(self.ess.min())
 
     @property
@@ -208,6 +218,7 @@ class NUTSResult:
             "time_cap_hit": self.time_cap_hit,
             "seed": self.seed,
             "config": self.config.to_dict(),
+            "gated_on": self.gated_on,
         }
 
 
@@ -346,6 +357,8 @@ def run_nuts(
     config: NUTSConfig,
     *,
     seed: int,
+    gate_fn: Callable[[Tensor], Tensor] | None = None,
+    gate_description: str = "derived quantities",
 ) -> NUTSResult:
     """Sample ``exp(log_density)`` with NUTS, one chain per row of ``initial``.
 
@@ -359,6 +372,10 @@ def run_nuts(
         seed: run seed. Chain c uses a seed derived from (seed, c); the same seed gives
             the same draws. The caller's global torch, numpy and Python random states are
             restored afterwards.
+        gate_fn: maps draws (N, P) to quantities (N, Q) whose R-hat and ESS gate the run,
+            e.g. predictions at fixed inputs for a non-identifiable model; None gates on
+            the parameters.
+        gate_description: what ``gate_fn`` computes, recorded as ``gated_on``.
 
     Returns:
         `NUTSResult` with draws (C, S, P), diagnostics, and ``trusted``/``reason``.
@@ -380,16 +397,28 @@ def run_nuts(
         target = _checked_log_density(log_density, initial_CP, config.jit_compile)
     chains = _run_chains(target, initial_CP, config, seed, started)
     samples_CSP = torch.stack([chain.draws_SP for chain in chains])
+    gated_CSQ = samples_CSP
+    if gate_fn is not None:
+        num_chains, num_samples, num_params = samples_CSP.shape
+        with torch.no_grad():
+            gated_NQ = gate_fn(samples_CSP.reshape(-1, num_params))
+        if gated_NQ.ndim != 2 or gated_NQ.shape[0] != num_chains * num_samples:
+            raise ValueError(
+                f"gate_fn must map draws (N, P) to (N, Q); got {tuple(gated_NQ.shape)} "
+                f"for N = {num_chains * num_samples}"
+            )
+        gated_CSQ = gated_NQ.reshape(num_chains, num_samples, -1).to(_DTYPE)
     return NUTSResult(
         samples=samples_CSP,
-        r_hat=split_gelman_rubin(samples_CSP, chain_dim=0, sample_dim=1),
-        ess=effective_sample_size(samples_CSP, chain_dim=0, sample_dim=1),
+        r_hat=split_gelman_rubin(gated_CSQ, chain_dim=0, sample_dim=1),
+        ess=effective_sample_size(gated_CSQ, chain_dim=0, sample_dim=1),
         divergences=sum(chain.divergences for chain in chains),
         acceptance_rates=tuple(chain.acceptance for chain in chains),
         wall_seconds=time.perf_counter() - started,
         time_cap_hit=len(chains) < config.num_chains,
         seed=seed,
         config=config,
+        gated_on="parameters" if gate_fn is None else gate_description,
     )
 
 

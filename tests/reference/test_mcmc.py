@@ -135,6 +135,22 @@ def test_r_hat_gate_trips_on_chains_stuck_in_different_modes() -> None:
     assert "R-hat" in result.reason
 
 
+def test_gate_on_symmetric_quantities_accepts_chains_in_equivalent_modes() -> None:
+    # The two modes are mirror images, like a tanh unit with all its signs flipped: the
+    # parameter never mixes, but theta**2 (what a prediction would see) has converged.
+    initial = torch.tensor([[-10.0], [10.0]], dtype=DTYPE)
+    square = lambda theta_NP: theta_NP.pow(2)  # noqa: E731
+    by_parameter = run_nuts(_two_far_modes, initial, SHORT_RUN, seed=0)
+    by_square = run_nuts(_two_far_modes, initial, SHORT_RUN, seed=0, gate_fn=square,
+                         gate_description="theta squared")  # fmt: skip
+    assert not by_parameter.trusted and by_parameter.gated_on == "parameters"
+    assert by_square.trusted, by_square.reason
+    assert by_square.gated_on == "theta squared" and by_square.r_hat.shape == (1,)
+    assert torch.equal(by_square.samples, by_parameter.samples)  # the gate changes no draw
+    with pytest.raises(ValueError, match="gate_fn"):
+        run_nuts(_two_far_modes, initial, TINY, seed=0, gate_fn=lambda theta_NP: theta_NP[0])
+
+
 def test_ess_gate_and_time_cap_trip() -> None:
     config = NUTSConfig(num_chains=2, warmup=20, num_samples=30, min_ess=1e6, time_cap_seconds=1e-9)
     result = run_nuts(_standard_normal_2d, _starts(2, 2, seed=0), config, seed=0)
