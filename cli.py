@@ -274,11 +274,7 @@ def _validate_bnn_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: li
     """A BNN-prior classifier vs NUTS on the network's weights, per context size."""
     import dataclasses
 
-    from pfnkit.validation_nuts_bnn import (
-        DEFAULT_BNN_NUTS,
-        BNNNutsValidationConfig,
-        validate_classifier_against_nuts,
-    )
+    import pfnkit.validation_nuts_bnn as bnn_nuts
     from pfnkit.validation_nuts_bnn_report import plot_bnn_nuts, print_bnn_nuts_table
 
     cfg = prior.config
@@ -286,13 +282,14 @@ def _validate_bnn_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: li
         raise SystemExit(f"{ckpt.name!r}: validate supports a fixed-architecture BNN classifier "
                          "against --reference nuts (there is no exact BNN posterior)")  # fmt: skip
     budget = {"warmup": args.nuts_warmup, "num_samples": args.nuts_samples}
-    args.tasks = args.tasks or 16
-    config = BNNNutsValidationConfig(
+    budget = {key: value for key, value in budget.items() if value is not None}
+    args.tasks = args.tasks or 16  # x 5 sizes: 80 fresh tasks
+    config = bnn_nuts.BNNNutsValidationConfig(
         n_ctx_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (1, 5, 20, 50, 100),
         n_tasks=args.tasks, n_qry=args.n_qry, seed=args.seed, curve_tasks=args.curve_tasks,
-        nuts=dataclasses.replace(DEFAULT_BNN_NUTS, **{k: v for k, v in budget.items() if v}),
+        nuts=dataclasses.replace(bnn_nuts.DEFAULT_BNN_NUTS, **budget),
     )  # fmt: skip
-    report = validate_classifier_against_nuts(
+    report = bnn_nuts.validate_classifier_against_nuts(
         ckpt.model, prior, config=config, checkpoint=ckpt.name, workers=args.workers,
         tolerances=ckpt.card.get("tolerances", {}), progress=not args.no_progress,
     )  # fmt: skip
@@ -546,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated numbers of used features d (GP hyperprior against NUTS); "
         "default 1,3,10 within the prior's range",
     )
-    p.add_argument("--nuts-warmup", type=int, help="NUTS warmup steps per chain (GP hyperprior)")
-    p.add_argument("--nuts-samples", type=int, help="NUTS kept draws per chain (GP hyperprior)")
+    p.add_argument("--nuts-warmup", type=int, help="NUTS warmup steps per chain (GP, BNN)")
+    p.add_argument("--nuts-samples", type=int, help="NUTS kept draws per chain (GP, BNN)")
     p.add_argument(
         "--nuts-tasks",
         type=int,
@@ -558,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=1, help="processes scoring tasks against NUTS in parallel"
     )
-    p.add_argument("--curve-tasks", type=int, default=8, help="BNN: tasks on the NLL-vs-time curve")
+    p.add_argument("--curve-tasks", type=int, default=4, help="BNN: tasks on the NLL-vs-time curve")
     p.add_argument("--n-qry", type=int, default=100, help="query points per task")
     p.add_argument("--seed", type=int, default=12345, help="seed of the validation tasks")
     p.add_argument("--json", help="write the report to this JSON file")

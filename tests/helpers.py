@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from pfnkit.models import PFN, PFNConfig
-from pfnkit.validation_nuts_bnn import class_probabilities
 
 __all__ = ["TINY_CONFIG", "ImportanceSamplingPredictive", "make_tiny_pfn"]
 
@@ -32,7 +31,7 @@ class ImportanceSamplingPredictive(nn.Module):
 
     With a Bernoulli likelihood every weight is at most 1, so for a few context points the
     prior is an adequate proposal: an oracle independent of NUTS. ``prior`` is a
-    fixed-architecture classification BNN prior (`priors.bnn.BNNPrior`).
+    fixed-architecture binary BNN prior with one logit (`priors.bnn.BNNPrior`).
     """
 
     def __init__(self, prior: Any, draws: int, seed: int = 99) -> None:
@@ -48,6 +47,7 @@ class ImportanceSamplingPredictive(nn.Module):
         for x_ND, y_N, x_MD in zip(x_ctx.double(), y_ctx.double(), x_qry.double(), strict=True):
             log_w_K = self.prior.log_likelihood(self.theta_KP, x_ND, y_N)
             w_K = torch.softmax(log_w_K, dim=0)
-            probs_KMC = class_probabilities(self.prior.predictive(self.theta_KP, x_MD))
-            probs.append(torch.einsum("k,kmc->mc", w_K, probs_KMC))
+            p1_KM = self.prior.predictive(self.theta_KP, x_MD).probs  # binary: P(y = 1)
+            p1_M = torch.einsum("k,km->m", w_K, p1_KM)
+            probs.append(torch.stack([1 - p1_M, p1_M], dim=-1))
         return Categorical(probs=torch.stack(probs))

@@ -139,4 +139,5 @@ def test_bnn_clf_meets_its_card_against_importance_sampling_and_nuts() -> None:
     assert sum(gaps) / len(gaps) <= ckpt.card["tolerances"]["nll_gap_mean"], gaps
     config = BNNNutsValidationConfig(n_ctx_sizes=(50,), n_tasks=BNN_NUTS_TASKS, curve_tasks=0)
     report = validate_classifier_against_nuts(ckpt.model, prior, config=config)
-    assert report.mean_gap is not None and report.mean_gap <= BNN_NUTS_BOUND, report.to_dict()
+    assert report.trusted_fraction >= 2 / 3, [t.reason for t in report.tasks]
+    assert report.mean_gap <= BNN_NUTS_BOUND, report.to_dict()

@@ -22,6 +22,11 @@ from pfnkit.reference.gp_nuts import (
     gp_hyperparameter_posterior,
 )
 from pfnkit.reference.mcmc import NUTSConfig, NUTSResult, mc_predictive_log_prob, run_nuts
+from pfnkit.reference.nuts_classifier import (
+    NUTSClassPredictive,
+    class_probabilities,
+    nuts_class_predictive,
+)
 
 __all__ = [
     "KERNELS",
@@ -30,9 +35,11 @@ __all__ = [
     "GPHyperprior",
     "GaussianMixturePredictive",
     "GaussianPredictive",
+    "NUTSClassPredictive",
     "NUTSConfig",
     "NUTSResult",
     "ScalarHyperprior",
+    "class_probabilities",
     "conjugate_gmm_posterior",
     "exact_gp_predictive",
     "exact_gp_predictive_batch",
@@ -43,5 +50,6 @@ __all__ = [
     "log_marginal_likelihood",
     "log_marginal_likelihood_fn",
     "mc_predictive_log_prob",
+    "nuts_class_predictive",
     "run_nuts",
 ]

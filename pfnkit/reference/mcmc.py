@@ -76,9 +76,10 @@ class NUTSConfig:
         time_cap_seconds: if set, no further chain starts once this much wall time has
             passed, and the run is untrusted. It is checked between chains: the first
             chain always runs and a chain in progress always finishes.
-        r_hat_max: every parameter's split R-hat must lie strictly below this.
-        min_ess: every parameter's effective sample size (all chains together) must
-            reach this. To ask for a fraction f of all draws, pass
+        r_hat_max: every gated quantity's split R-hat (each parameter's, unless
+            `run_nuts` gets a ``gate_fn``) must lie strictly below this.
+        min_ess: every gated quantity's effective sample size (all chains together)
+            must reach this. To ask for a fraction f of all draws, pass
             ``f * num_chains * num_samples``.
     """
 
@@ -140,7 +141,7 @@ class NUTSResult:
         ess: effective sample size per gated quantity over all chains, shape (Q,).
         divergences: divergent transitions after warmup, summed over chains.
         acceptance_rates: post-warmup acceptance rate of each completed chain.
-        wall_seconds: wall time of the whole run, tracing included.
+        wall_seconds: wall time of the whole run, tracing and ``gate_fn`` included.
         time_cap_hit: True if the time cap stopped the run before all chains ran.
         seed: the seed the run was started with.
         config: the configuration (budget and gates) the run used.
