@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
 from pfnkit.data import Batch
+from pfnkit.figures import pyplot, save_figure
 from pfnkit.mixtures import mixture_task
 
 __all__ = ["ContourPanel", "plot_dt_posteriors", "plot_posterior_contours"]
@@ -66,22 +67,14 @@ def plot_posterior_contours(
     panels: list[ContourPanel], path: str | Path, *, title: str = ""
 ) -> Path:
     """Write a PNG with one contour subplot per panel; return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         _draw(ax, panel)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_dt_posteriors(

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from pfnkit.attacks import AttackConfig
 from pfnkit.data import Batch
+from pfnkit.figures import pyplot, save_figure
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 from pfnkit.robustness import (
     ContextAttack,
@@ -364,10 +365,7 @@ def plot_attacked_task(
     here (both from one seed drawn from ``generator``), so their KL can differ slightly
     from a report's value for the same task.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if task.batch_size != 1 or task.num_features != 1:
         raise ValueError("pass one task of a 1-D prior, e.g. batch.task(i)")
@@ -400,12 +398,7 @@ def plot_attacked_task(
         _draw_panel(ax, task, attack, grid_G, bands)
         ax.set_title(f"{name}: KL {float(attack.kl_B[0]):.3g} at eps={eps:g} (target {target})")
     axes[1].legend(loc="best", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_attacked_posterior(

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pfnkit.data import Batch, Prior
+from pfnkit.figures import pyplot, save_figure
 from pfnkit.metrics import interval_coverage, nll
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 
@@ -225,10 +226,7 @@ def plot_gp_bands(
     seed: int = 777,
 ) -> list[Path]:
     """PNGs of PFN against exact-GP predictive means and 90% bands on three 1-D tasks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,19 +263,14 @@ def plot_gp_bands(
         ax.set(xlabel="x", ylabel="y", title=f"PFN vs exact GP, {n_ctx} context points")
         ax.legend(loc="best", fontsize=8)
         path = out_dir / f"bands_nctx{n_ctx}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path)
         paths.append(path)
     return paths
 
 
 def plot_nll_by_size(report: GPValidationReport, path: str | Path) -> Path:
     """PNG of PFN and exact-GP NLL per query point against the context size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sizes = [s.n_ctx for s in report.sizes]
     fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(10, 4))
@@ -292,9 +285,4 @@ def plot_nll_by_size(report: GPValidationReport, path: str | Path) -> Path:
         ax_gap.legend()
     ax_gap.axhline(0, color="black", lw=0.5)
     ax_gap.set(xscale="log", xlabel="context points", ylabel="PFN NLL - exact NLL (nats)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pfnkit.figures import pyplot, save_figure
 from pfnkit.metrics import mean_or_none, stderr_or_none
 from pfnkit.reference.nuts_classifier import GATED_ON
 
@@ -207,10 +208,7 @@ def print_bnn_nuts_table(report: BNNNutsReport) -> None:
 
 def plot_bnn_nuts(report: BNNNutsReport, path: str | Path) -> Path:
     """PNG: NLL against context size, and NUTS NLL against wall-clock time with the PFN."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = 2 if report.curve else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
@@ -232,9 +230,4 @@ def plot_bnn_nuts(report: BNNNutsReport, path: str | Path) -> Path:
         ax.set(xscale="log", xlabel="wall-clock seconds per task",
                title=f"n_ctx = {report.config.curve_n_ctx}")  # fmt: skip
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pfnkit.figures import pyplot, save_figure
 from pfnkit.validation_nuts_gp import GPNutsReport
 
 __all__ = ["plot_nll_by_context", "print_gp_nuts_table"]
@@ -50,10 +51,7 @@ def print_gp_nuts_table(report: GPNutsReport) -> None:
 
 def plot_nll_by_context(report: GPNutsReport, path: str | Path) -> Path:
     """PNG of PFN, NUTS and ML-II NLL against the context size, one panel per d."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     dims = list(dict.fromkeys(c.d for c in report.cells))
     fig, axes = plt.subplots(1, len(dims), figsize=(4.5 * len(dims), 4), squeeze=False)
@@ -67,9 +65,4 @@ def plot_nll_by_context(report: GPNutsReport, path: str | Path) -> Path:
         ax.set(xscale="log", xlabel="context points", title=f"d = {d}")
     axes[0][0].set_ylabel("NLL per query point (nats)")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
