@@ -249,6 +249,7 @@ def _validate_gp_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: lis
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (2, 5, 10, 20, 50, 100)
     config = GPNutsValidationConfig(
         n_ctx_sizes=sizes, dims=dims, n_tasks=args.tasks, n_qry=args.n_qry, seed=args.seed,
+        nuts_tasks=min(args.nuts_tasks or 4, args.tasks),
         nuts=dataclasses.replace(DEFAULT_GP_NUTS, **budget),
     )  # fmt: skip
     report = validate_gp_against_nuts(
@@ -348,7 +349,7 @@ def _validate_dt_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: lis
         ckpt.model, lambda n, n_obs, gen: prior.sample(n, n_obs, 0, generator=gen), log_joint,
         checkpoint=ckpt.name,
         n_obs_sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else (5, 20),
-        n_tasks=args.tasks, n_nuts_tasks=args.nuts_tasks, seed=args.seed,
+        n_tasks=args.tasks, n_nuts_tasks=args.nuts_tasks or 24, seed=args.seed,
         tolerances=ckpt.card.get("tolerances", {}), progress=not args.no_progress,
     )  # fmt: skip
     report.print_table()
@@ -548,9 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--nuts-tasks",
         type=int,
-        default=24,
-        help="non-conjugate Distribution Transformer: tasks per size that also get a NUTS run "
-        "and a C2ST (the NLLs use all --tasks)",
+        help="tasks per cell that also get a NUTS run (the PFN's NLLs use all --tasks): GP "
+        "hyperprior (default 4, next to ML-II) and non-conjugate Distribution Transformer "
+        "(default 24, with a C2ST)",
     )
     p.add_argument(
         "--workers", type=int, default=1, help="processes scoring tasks against NUTS in parallel"

@@ -11,8 +11,11 @@ d used features) this module scores, per query point:
   usual practice, which overfits small contexts),
 
 with negative log predictive density (NLL, nats), central-interval coverage and wall time.
-NUTS runs whose R-hat, ESS or time-cap gate fails are kept and counted as untrusted; the
-PFN-vs-NUTS gap the card's tolerances are checked against uses trusted runs only.
+NUTS costs about a minute per task on one core, so only the first ``nuts_tasks`` tasks of
+each cell get a NUTS run; the PFN and ML-II score all ``n_tasks``. Gaps are paired: PFN -
+NUTS over the tasks with a trusted NUTS run, PFN - ML-II over every task. NUTS runs whose
+R-hat, ESS or time-cap gate fails are kept and counted as untrusted; the PFN-vs-NUTS gap the
+card's tolerances are checked against uses trusted runs only.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ class GPNutsValidationConfig:
     Attributes:
         n_ctx_sizes: context sizes.
         dims: numbers of used features d (each within the prior's range).
-        n_tasks: fresh prior tasks per (n_ctx, d) cell.
+        n_tasks: fresh prior tasks per (n_ctx, d) cell, scored by the PFN and ML-II.
+        nuts_tasks: the first tasks of each cell that also get a NUTS run (at most n_tasks).
         n_qry: query points per task.
         level: central-interval mass whose coverage is reported.
         predictive_draws: thinned NUTS draws in the predictive mixture.
@@ -90,6 +94,7 @@ class GPNutsValidationConfig:
     n_ctx_sizes: tuple[int, ...] = (2, 5, 10, 20, 50, 100)
     dims: tuple[int, ...] = (1, 3, 10)
     n_tasks: int = 64
+    nuts_tasks: int = 4
     n_qry: int = 100
     level: float = 0.9
     predictive_draws: int = 100
@@ -110,6 +115,10 @@ class GPNutsValidationConfig:
                 "n_tasks, n_qry and predictive_draws must be positive, got "
                 f"{self.n_tasks}, {self.n_qry} and {self.predictive_draws}"
             )
+        if not 1 <= self.nuts_tasks <= self.n_tasks:
+            raise ValueError(
+                f"nuts_tasks must lie in [1, n_tasks = {self.n_tasks}], got {self.nuts_tasks}"
+            )
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"level must lie strictly between 0 and 1, got {self.level}")
 
@@ -127,6 +136,7 @@ class GPNutsValidationConfig:
 class TaskScores:
     """One task's scores: NLL and coverage are means over its query points.
 
+    NUTS fields are NaN (and ``nuts_run`` False) on tasks beyond the cell's ``nuts_tasks``.
     ML-II fields are NaN, with ``ml2_error`` set, when every ML-II restart failed.
     """
 
@@ -147,22 +157,29 @@ class TaskScores:
     max_r_hat: float
     min_ess: float
     divergences: int
+    nuts_run: bool = True
     ml2_error: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class CellResult:
-    """Averages over the tasks of one (n_ctx, d) cell (None where no task qualifies)."""
+    """Averages over the tasks of one (n_ctx, d) cell (None where no task qualifies).
+
+    PFN and ML-II figures average all tasks; NUTS figures the tasks NUTS ran on.
+    """
 
     n_ctx: int
     d: int
     n_tasks: int
-    trusted_fraction: float
+    nuts_tasks: int
+    trusted_fraction: float  # of the NUTS runs
     pfn_nll: float
     nuts_nll: float
     ml2_nll: float | None
-    gap: float | None  # mean PFN - NUTS NLL over trusted tasks
+    gap: float | None  # mean PFN - NUTS NLL over tasks with a trusted NUTS run
     gap_stderr: float | None
+    ml2_gap: float | None  # mean PFN - ML-II NLL over the tasks where ML-II succeeded
+    ml2_gap_stderr: float | None
     pfn_coverage: float
     nuts_coverage: float
     ml2_coverage: float | None
@@ -179,22 +196,27 @@ class CellResult:
     @classmethod
     def from_tasks(cls, tasks: Sequence[TaskScores]) -> CellResult:
         ok = [t for t in tasks if not t.ml2_error]
-        gaps = [t.pfn_nll - t.nuts_nll for t in tasks if t.trusted]
+        ran = [t for t in tasks if t.nuts_run]
+        gaps = [t.pfn_nll - t.nuts_nll for t in ran if t.trusted]
+        ml2_gaps = [t.pfn_nll - t.ml2_nll for t in ok]
         return cls(
             n_ctx=tasks[0].n_ctx,
             d=tasks[0].d,
             n_tasks=len(tasks),
-            trusted_fraction=sum(t.trusted for t in tasks) / len(tasks),
+            nuts_tasks=len(ran),
+            trusted_fraction=sum(t.trusted for t in ran) / len(ran),
             pfn_nll=mean_or_none([t.pfn_nll for t in tasks]),
-            nuts_nll=mean_or_none([t.nuts_nll for t in tasks]),
+            nuts_nll=mean_or_none([t.nuts_nll for t in ran]),
             ml2_nll=mean_or_none([t.ml2_nll for t in ok]),
             gap=mean_or_none(gaps),
             gap_stderr=stderr_or_none(gaps),
+            ml2_gap=mean_or_none(ml2_gaps),
+            ml2_gap_stderr=stderr_or_none(ml2_gaps),
             pfn_coverage=mean_or_none([t.pfn_coverage for t in tasks]),
-            nuts_coverage=mean_or_none([t.nuts_coverage for t in tasks]),
+            nuts_coverage=mean_or_none([t.nuts_coverage for t in ran]),
             ml2_coverage=mean_or_none([t.ml2_coverage for t in ok]),
             pfn_seconds=mean_or_none([t.pfn_seconds for t in tasks]),
-            nuts_seconds=mean_or_none([t.nuts_seconds for t in tasks]),
+            nuts_seconds=mean_or_none([t.nuts_seconds for t in ran]),
             ml2_seconds=mean_or_none([t.ml2_seconds for t in tasks]),
             ml2_failures=len(tasks) - len(ok),
         )
@@ -215,12 +237,18 @@ class GPNutsReport:
 
     @property
     def trusted_fraction(self) -> float:
-        return sum(t.trusted for t in self.tasks) / len(self.tasks)
+        """Of the NUTS runs."""
+        ran = [t for t in self.tasks if t.nuts_run]
+        return sum(t.trusted for t in ran) / len(ran)
 
     @property
     def mean_gap(self) -> float | None:
         """Mean PFN - NUTS NLL over the cells that have trusted tasks."""
         return mean_or_none([c.gap for c in self.cells if c.gap is not None])
+
+    def ml2_gap(self, max_n_ctx: int) -> float | None:
+        """Mean PFN - ML-II NLL over the cells with n_ctx <= max_n_ctx (negative: PFN better)."""
+        return mean_or_none([c.ml2_gap for c in self.cells if c.n_ctx <= max_n_ctx])
 
     @property
     def max_gap(self) -> float | None:
@@ -247,6 +275,7 @@ class GPNutsReport:
             "trusted_fraction": self.trusted_fraction,
             "mean_gap": self.mean_gap,
             "max_gap": self.max_gap,
+            "ml2_gap_n_ctx_le_20": self.ml2_gap(20),
             "tolerances": self.tolerances,
             "passed": self.passed,
             "tasks": [dataclasses.asdict(t) for t in self.tasks],
@@ -282,33 +311,50 @@ def _score_ml2(
     return (*_scores(dist, y_M, level), seconds, "")
 
 
-def _score_task(
-    model: nn.Module, task: Batch, hyperprior: GPHyperprior, config: GPNutsValidationConfig,
-    index: int, seed: int,
-) -> TaskScores:  # fmt: skip
-    """All three methods on one task (batch of one, d used features first)."""
-    d = hyperprior.num_features
-    pfn_nll, pfn_cov, pfn_seconds = _score_pfn(model, task, config.level)
-    x_ctx_ND = task.x_ctx[0, :, :d].double()
-    y_ctx_N = task.y_ctx[0].double()
-    x_qry_MD = task.x_qry[0, :, :d].double()
-    y_M = task.y_qry[0].double()
+def _score_nuts(
+    x_ctx_ND: torch.Tensor, y_ctx_N: torch.Tensor, x_qry_MD: torch.Tensor, y_M: torch.Tensor,
+    hyperprior: GPHyperprior, config: GPNutsValidationConfig, seed: int,
+) -> dict[str, Any]:  # fmt: skip
     start = time.perf_counter()
     posterior = gp_hyperparameter_posterior(
         x_ctx_ND, y_ctx_N, hyperprior, config.nuts, seed=seed,
         predictive_draws=config.predictive_draws,
     )  # fmt: skip
     nuts_nll, nuts_cov = _scores(posterior.predictive(x_qry_MD), y_M, config.level)
-    nuts_seconds = time.perf_counter() - start
-    ml2 = _score_ml2(x_ctx_ND, y_ctx_N, x_qry_MD, y_M, hyperprior.kernel, config.level)
     run = posterior.nuts
+    return {
+        "nuts_nll": nuts_nll, "nuts_coverage": nuts_cov,
+        "nuts_seconds": time.perf_counter() - start, "trusted": run.trusted,
+        "reason": run.reason, "max_r_hat": run.max_r_hat, "min_ess": run.min_ess,
+        "divergences": run.divergences,
+    }  # fmt: skip
+
+
+_NOT_RUN = {
+    "nuts_nll": math.nan, "nuts_coverage": math.nan, "nuts_seconds": math.nan,
+    "trusted": False, "reason": "no NUTS run (beyond the cell's nuts_tasks)",
+    "max_r_hat": math.nan, "min_ess": math.nan, "divergences": 0, "nuts_run": False,
+}  # fmt: skip
+
+
+def _score_task(
+    model: nn.Module, task: Batch, hyperprior: GPHyperprior, config: GPNutsValidationConfig,
+    index: int, seed: int, with_nuts: bool,
+) -> TaskScores:  # fmt: skip
+    """The PFN, ML-II and (``with_nuts``) NUTS on one task (batch of one, d used features first)."""
+    d = hyperprior.num_features
+    pfn_nll, pfn_cov, pfn_seconds = _score_pfn(model, task, config.level)
+    x_ctx_ND = task.x_ctx[0, :, :d].double()
+    y_ctx_N = task.y_ctx[0].double()
+    x_qry_MD = task.x_qry[0, :, :d].double()
+    y_M = task.y_qry[0].double()
+    nuts = (_score_nuts(x_ctx_ND, y_ctx_N, x_qry_MD, y_M, hyperprior, config, seed)
+            if with_nuts else _NOT_RUN)  # fmt: skip
+    ml2 = _score_ml2(x_ctx_ND, y_ctx_N, x_qry_MD, y_M, hyperprior.kernel, config.level)
     return TaskScores(
-        n_ctx=task.n_ctx, d=d, index=index,
-        pfn_nll=pfn_nll, nuts_nll=nuts_nll, ml2_nll=ml2[0],
-        pfn_coverage=pfn_cov, nuts_coverage=nuts_cov, ml2_coverage=ml2[1],
-        pfn_seconds=pfn_seconds, nuts_seconds=nuts_seconds, ml2_seconds=ml2[2],
-        trusted=run.trusted, reason=run.reason, max_r_hat=run.max_r_hat,
-        min_ess=run.min_ess, divergences=run.divergences, ml2_error=ml2[3],
+        n_ctx=task.n_ctx, d=d, index=index, pfn_nll=pfn_nll, ml2_nll=ml2[0],
+        pfn_coverage=pfn_cov, ml2_coverage=ml2[1], pfn_seconds=pfn_seconds,
+        ml2_seconds=ml2[2], ml2_error=ml2[3], **nuts,
     )  # fmt: skip
 
 
@@ -346,7 +392,7 @@ def validate_gp_against_nuts(
             (e.g. the GP prior's ``sample(..., num_used_features=d)``).
         prior_config: the card's plain-data GP prior config; the hyperprior NUTS samples
             under is read from it (`GPHyperprior.from_prior_config`).
-        config: grid, task count and NUTS budget (`DEFAULT_GP_NUTS` unless given).
+        config: grid, task counts and NUTS budget (`DEFAULT_GP_NUTS` unless given).
         checkpoint: name for the report.
         tolerances: the card's ``nll_gap_mean`` / ``nll_gap_max`` (PFN - NUTS, nats).
         workers: processes scoring tasks in parallel (one CPU core each is best). Tasks
@@ -373,8 +419,8 @@ def validate_gp_against_nuts(
             hyperprior = GPHyperprior.from_prior_config(prior_config, d)
             for n_ctx in config.n_ctx_sizes:
                 batch = sample_tasks(config.n_tasks, n_ctx, config.n_qry, d, generator)
-                jobs = [(batch.task(i), hyperprior, config, i, config.seed + 1 + len(tasks) + i)
-                        for i in range(config.n_tasks)]  # fmt: skip
+                jobs = [(batch.task(i), hyperprior, config, i, config.seed + 1 + len(tasks) + i,
+                         i < config.nuts_tasks) for i in range(config.n_tasks)]  # fmt: skip
                 results: Iterable[TaskScores] = score(jobs)
                 if progress:
                     from rich.progress import track

@@ -19,20 +19,23 @@ def print_gp_nuts_table(report: GPNutsReport) -> None:
     pct = round(100 * report.config.level)
     table = Table(
         title=f"{report.checkpoint} vs NUTS-marginalised GP and ML-II ({report.config.n_tasks} "
-        f"tasks per cell; NLL in nats per query point; {pct}% interval coverage)"
+        f"tasks per cell, NUTS on the first {report.config.nuts_tasks}; NLL in nats per query "
+        f"point; {pct}% interval coverage)"
     )
-    columns = ("d", "n_ctx", "trusted", "PFN NLL", "NUTS NLL", "ML-II NLL", "gap (trusted)",
-               "cov PFN/NUTS/ML-II", "PFN ms", "NUTS s", "ML-II s", "speed-up")  # fmt: skip
+    columns = ("d", "n_ctx", "NUTS trusted", "PFN NLL", "NUTS NLL", "ML-II NLL",
+               "PFN - NUTS", "PFN - ML-II", "cov PFN/NUTS/ML-II", "PFN ms", "NUTS s",
+               "ML-II s", "speed-up")  # fmt: skip
     for name in columns:
         table.add_column(name, justify="right")
     show = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    pm = lambda v, e: "-" if v is None else f"{v:+.3f} ± {e or 0:.3f}"  # noqa: E731
     for c in report.cells:
-        gap = "-" if c.gap is None else f"{c.gap:+.3f} ± {c.gap_stderr or 0:.3f}"
         cov = "/".join(show(v and 100 * v, ".0f")
                        for v in (c.pfn_coverage, c.nuts_coverage, c.ml2_coverage))  # fmt: skip
         table.add_row(
-            str(c.d), str(c.n_ctx), f"{100 * c.trusted_fraction:.0f}%",
-            f"{c.pfn_nll:.3f}", f"{c.nuts_nll:.3f}", show(c.ml2_nll, ".3f"), gap, cov,
+            str(c.d), str(c.n_ctx), f"{round(c.trusted_fraction * c.nuts_tasks)}/{c.nuts_tasks}",
+            f"{c.pfn_nll:.3f}", f"{c.nuts_nll:.3f}", show(c.ml2_nll, ".3f"),
+            pm(c.gap, c.gap_stderr), pm(c.ml2_gap, c.ml2_gap_stderr), cov,
             f"{1e3 * c.pfn_seconds:.1f}", f"{c.nuts_seconds:.1f}", f"{c.ml2_seconds:.2f}",
             f"{c.speed_ratio:.0f}x",
         )  # fmt: skip
@@ -47,22 +50,42 @@ def print_gp_nuts_table(report: GPNutsReport) -> None:
         f"{show(report.mean_gap, '+.4f')}, max gap {show(report.max_gap, '+.4f')}, "
         f"tolerances {report.tolerances}: {'PASS' if report.passed else 'FAIL'}"
     )
+    console.print(
+        f"PFN - ML-II NLL averaged over the cells with n_ctx <= 20: "
+        f"{show(report.ml2_gap(20), '+.4f')} (negative: the PFN is better)"
+    )
 
 
 def plot_nll_by_context(report: GPNutsReport, path: str | Path) -> Path:
-    """PNG of PFN, NUTS and ML-II NLL against the context size, one panel per d."""
+    """PNG, one column per d: NLL of PFN, NUTS and ML-II against the context size (top), and
+    the paired differences PFN - NUTS and PFN - ML-II with standard errors (bottom)."""
     plt = pyplot()
 
     dims = list(dict.fromkeys(c.d for c in report.cells))
-    fig, axes = plt.subplots(1, len(dims), figsize=(4.5 * len(dims), 4), squeeze=False)
-    for ax, d in zip(axes[0], dims, strict=True):
+    fig, axes = plt.subplots(2, len(dims), figsize=(4.5 * len(dims), 7), squeeze=False,
+                             sharex=True)  # fmt: skip
+    nan = lambda v: math.nan if v is None else v  # noqa: E731
+    k, n = report.config.nuts_tasks, report.config.n_tasks
+    for top, bottom, d in zip(axes[0], axes[1], dims, strict=True):
         cells = [c for c in report.cells if c.d == d]
         sizes = [c.n_ctx for c in cells]
-        ax.plot(sizes, [c.nuts_nll for c in cells], "o-", label="GP, NUTS over hyperparameters")
-        ml2 = [math.nan if c.ml2_nll is None else c.ml2_nll for c in cells]
-        ax.plot(sizes, ml2, "^:", label="GP, ML-II")
-        ax.plot(sizes, [c.pfn_nll for c in cells], "s--", label=f"PFN ({report.checkpoint})")
-        ax.set(xscale="log", xlabel="context points", title=f"d = {d}")
+        top.plot(sizes, [c.nuts_nll for c in cells], "o-",
+                 label=f"GP, NUTS over hyperparameters ({k} tasks)")  # fmt: skip
+        top.plot(sizes, [nan(c.ml2_nll) for c in cells], "^:", label=f"GP, ML-II ({n} tasks)")
+        top.plot(sizes, [c.pfn_nll for c in cells], "s--",
+                 label=f"PFN ({report.checkpoint}, {n} tasks)")  # fmt: skip
+        top.set(xscale="log", title=f"d = {d}")
+        for label, fmt, mean, err in (
+            ("PFN - NUTS (trusted runs)", "o-", "gap", "gap_stderr"),
+            ("PFN - ML-II", "^:", "ml2_gap", "ml2_gap_stderr"),
+        ):
+            bottom.errorbar(sizes, [nan(getattr(c, mean)) for c in cells],
+                            yerr=[nan(getattr(c, err)) for c in cells], fmt=fmt, capsize=3,
+                            label=label)  # fmt: skip
+        bottom.axhline(0.0, color="grey", lw=0.8)
+        bottom.set(xscale="log", xlabel="context points")
     axes[0][0].set_ylabel("NLL per query point (nats)")
+    axes[1][0].set_ylabel("paired NLL difference (nats)")
     axes[0][0].legend(fontsize=8)
+    axes[1][0].legend(fontsize=8)
     return save_figure(fig, path)

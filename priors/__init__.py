@@ -7,6 +7,7 @@ from typing import Any
 from priors.bnn import BNNPrior, BNNPriorConfig
 from priors.gmm import GMMPrior, GMMPriorConfig
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
+from priors.scm import SCMPrior, SCMPriorConfig
 
 __all__ = [
     "REGISTRY",
@@ -17,6 +18,8 @@ __all__ = [
     "GPPrior",
     "GPPriorConfig",
     "Hyperprior",
+    "SCMPrior",
+    "SCMPriorConfig",
     "make_prior",
 ]
 
@@ -25,6 +28,7 @@ REGISTRY: dict[str, tuple[type, type]] = {
     "gp": (GPPrior, GPPriorConfig),
     "gmm": (GMMPrior, GMMPriorConfig),
     "bnn": (BNNPrior, BNNPriorConfig),
+    "scm": (SCMPrior, SCMPriorConfig),
 }
 
 

@@ -53,9 +53,8 @@ def _sampler(n: int, n_ctx: int, n_qry: int, d: int, gen: torch.Generator):
 
 
 def test_reports_every_cell_and_task_with_the_nuts_gate(tmp_path: Path) -> None:
-    config = GPNutsValidationConfig(
-        n_ctx_sizes=(2, 4), dims=(1, 3), n_tasks=1, n_qry=5, predictive_draws=4, nuts=TINY_NUTS
-    )
+    config = GPNutsValidationConfig(n_ctx_sizes=(2, 4), dims=(1, 3), n_tasks=2, nuts_tasks=1,
+                                    n_qry=5, predictive_draws=4, nuts=TINY_NUTS)  # fmt: skip
     model = make_tiny_pfn(PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64,
                                     n_bars=20))  # fmt: skip
     report = validate_gp_against_nuts(
@@ -63,33 +62,47 @@ def test_reports_every_cell_and_task_with_the_nuts_gate(tmp_path: Path) -> None:
         tolerances={"nll_gap_mean": 0.05},
     )  # fmt: skip
     assert [(c.d, c.n_ctx) for c in report.cells] == [(1, 2), (1, 4), (3, 2), (3, 4)]
-    assert len(report.tasks) == 4 and all(t.max_r_hat > 1.0 for t in report.tasks)
-    for cell in report.cells:
+    assert len(report.tasks) == 8 and [t.nuts_run for t in report.tasks] == [True, False] * 4
+    ran = [t for t in report.tasks if t.nuts_run]
+    assert all(t.max_r_hat > 1.0 for t in ran)
+    assert all(math.isnan(t.nuts_nll) and not t.trusted for t in report.tasks if not t.nuts_run)
+    for cell, pair in zip(report.cells, zip(*[iter(report.tasks)] * 2, strict=True), strict=True):
         assert math.isfinite(cell.pfn_nll) and math.isfinite(cell.nuts_nll)
         assert 0.0 <= cell.nuts_coverage <= 1.0 and cell.speed_ratio > 0
-    untrusted = [t for t in report.tasks if not t.trusted]
+        assert cell.n_tasks == 2 and cell.nuts_tasks == 1 and cell.nuts_nll == pair[0].nuts_nll
+        loop = sum(t.pfn_nll - t.ml2_nll for t in pair) / 2
+        assert cell.ml2_gap == pytest.approx(loop, abs=1e-12)
+    small = [c.ml2_gap for c in report.cells if c.n_ctx <= 2]
+    assert report.ml2_gap(2) == pytest.approx(sum(small) / len(small), abs=1e-12)
+    untrusted = [t for t in ran if not t.trusted]
     assert untrusted and all(t.reason for t in untrusted)  # 8 draws cannot reach ESS 100
     assert not report.passed  # a tolerance is set, and no cell has a trusted NUTS run
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["config"]["nuts"] == TINY_NUTS.to_dict() and len(data["tasks"]) == 4
+    assert data["config"]["nuts"] == TINY_NUTS.to_dict() and len(data["tasks"]) == 8
     assert GPNutsValidationConfig.from_dict(data["config"]) == config
     assert plot_nll_by_context(report, tmp_path / "nll.png").stat().st_size > 0
     print_gp_nuts_table(report)
 
 
 def test_cell_averages_use_trusted_tasks_for_the_gap() -> None:
-    def task(i: int, trusted: bool, ml2_error: str = "") -> TaskScores:
-        return TaskScores(n_ctx=5, d=1, index=i, pfn_nll=1.0 + i, nuts_nll=1.0,
+    def task(i: int, trusted: bool, ml2_error: str = "", nuts_run: bool = True) -> TaskScores:
+        return TaskScores(n_ctx=5, d=1, index=i, pfn_nll=1.0 + i,
+                          nuts_nll=1.0 if nuts_run else math.nan,
                           ml2_nll=math.nan if ml2_error else 2.0, pfn_coverage=0.9,
-                          nuts_coverage=0.8, ml2_coverage=0.7, pfn_seconds=0.01,
-                          nuts_seconds=10.0, ml2_seconds=1.0, trusted=trusted,
-                          reason="" if trusted else "R-hat", max_r_hat=1.0, min_ess=200.0,
-                          divergences=0, ml2_error=ml2_error)  # fmt: skip
+                          nuts_coverage=0.8 if nuts_run else math.nan, ml2_coverage=0.7,
+                          pfn_seconds=0.01, nuts_seconds=10.0 if nuts_run else math.nan,
+                          ml2_seconds=1.0, trusted=trusted, reason="" if trusted else "R-hat",
+                          max_r_hat=1.0, min_ess=200.0, divergences=0, ml2_error=ml2_error,
+                          nuts_run=nuts_run)  # fmt: skip
 
-    cell = CellResult.from_tasks([task(0, True), task(1, False, "failed"), task(2, True)])
+    tasks = [task(0, True), task(1, False, "failed"), task(2, True), task(3, False, nuts_run=False)]
+    cell = CellResult.from_tasks(tasks)
     assert cell.gap == pytest.approx(1.0) and cell.trusted_fraction == pytest.approx(2 / 3)
-    assert cell.pfn_nll == pytest.approx(2.0) and cell.ml2_nll == pytest.approx(2.0)
-    assert cell.ml2_failures == 1 and cell.speed_ratio == pytest.approx(1000.0)
+    assert cell.pfn_nll == pytest.approx(2.5) and cell.ml2_nll == pytest.approx(2.0)
+    assert cell.nuts_nll == pytest.approx(1.0) and cell.nuts_coverage == pytest.approx(0.8)
+    assert cell.ml2_gap == pytest.approx((-1.0 + 1.0 + 2.0) / 3)  # PFN - ML-II, tasks 0, 2, 3
+    assert cell.n_tasks == 4 and cell.nuts_tasks == 3
+    assert cell.ml2_failures == 1 and cell.speed_ratio == pytest.approx(10.0 / 0.01)
 
 
 def test_cli_validate_dispatches_a_hyperprior_card_to_nuts(hyper_checkpoint, tmp_path) -> None:
@@ -101,6 +114,7 @@ def test_cli_validate_dispatches_a_hyperprior_card_to_nuts(hyper_checkpoint, tmp
     report = json.loads(out.read_text())
     assert report["reference"] == "nuts" and len(report["cells"]) == 2
     assert report["config"]["nuts"]["warmup"] == 6 and report["config"]["n_tasks"] == 1
+    assert report["config"]["nuts_tasks"] == 1  # the default (4) capped at --tasks
     assert (tmp_path / "plots" / "nll_by_context.png").exists()
     with pytest.raises(SystemExit, match="trained on d in"):
         cli.main([*argv[:-1], "--dims", "5"])
@@ -110,6 +124,11 @@ def test_cli_refuses_nuts_for_fixed_hyperparameters(tiny_checkpoint) -> None:
     argv = ["validate", "--checkpoint", str(tiny_checkpoint), "--reference", "nuts"]
     with pytest.raises(SystemExit, match="fixes every hyperparameter"):
         cli.main(argv)
+
+
+def test_config_rejects_more_nuts_tasks_than_tasks() -> None:
+    with pytest.raises(ValueError, match="nuts_tasks must lie in"):
+        GPNutsValidationConfig(n_tasks=2, nuts_tasks=3)
 
 
 def test_pretrain_card_mapping_follows_the_prior_rescale() -> None:
@@ -125,15 +144,15 @@ def test_pretrain_card_mapping_follows_the_prior_rescale() -> None:
 
 @pytest.mark.slow
 def test_scores_do_not_depend_on_the_number_of_workers() -> None:
-    config = GPNutsValidationConfig(
-        n_ctx_sizes=(3,), dims=(1, 2), n_tasks=2, n_qry=4, predictive_draws=4, nuts=TINY_NUTS
-    )
+    config = GPNutsValidationConfig(n_ctx_sizes=(3,), dims=(1, 2), n_tasks=3, nuts_tasks=2,
+                                    n_qry=4, predictive_draws=4, nuts=TINY_NUTS)  # fmt: skip
     model = make_tiny_pfn(PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64,
                                     n_bars=20))  # fmt: skip
     one, two = (
         validate_gp_against_nuts(model, _sampler, GENERAL.to_dict(), config=config, workers=w)
         for w in (1, 2)
     )
-    fields = ("pfn_nll", "nuts_nll", "ml2_nll", "trusted", "max_r_hat")
+    fields = ("pfn_nll", "nuts_nll", "ml2_nll", "trusted", "max_r_hat", "nuts_run")
     for a, b in zip(one.tasks, two.tasks, strict=True):
-        assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+        # repr: exact floats, and NaN (no NUTS run) equal to NaN
+        assert [repr(getattr(a, f)) for f in fields] == [repr(getattr(b, f)) for f in fields]
