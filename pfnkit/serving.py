@@ -136,7 +136,9 @@ class CheckpointEstimator(BaseEstimator):
 
     Subclasses take `checkpoint`, `device`, `dtype` and `query_chunk_size` in `__init__`,
     call `_load_checkpoint`, `_check_feature_count`, `_warn_if_context_exceeds_training`
-    and `_encode_context` in `fit`, and `_decode` to predict.
+    and `_encode_context` in `fit`, and `_decode` to predict. `_validate_queries` (how
+    query rows are checked and converted) and `_model_inputs` (what each context's model
+    reads) are their hooks into both.
 
     Attributes:
         checkpoint_: the loaded `Checkpoint` (model and card).
@@ -177,7 +179,12 @@ class CheckpointEstimator(BaseEstimator):
                 f"{self._head} head{hint}"
             )
 
-    def _check_feature_count(self, X: np.ndarray) -> None:
+    def _check_feature_count(self, X: np.ndarray, *, allow_more: bool = False) -> None:
+        """Refuse a feature count the card's mapping cannot take.
+
+        `allow_more`: more features than the model reads are fine (the caller feeds it
+        subsets of exactly num_features of them).
+        """
         d_model = self.checkpoint_.model.config.num_features
         mode = self.checkpoint_.data_mapping.get("features", "exact")
         if mode not in _FEATURE_MODES:
@@ -188,7 +195,8 @@ class CheckpointEstimator(BaseEstimator):
                 f"card data_mapping['pad_rescale']={rescale!r}; known: {_PAD_RESCALES}"
             )
         d = X.shape[1]
-        if d > d_model or (mode == "exact" and d != d_model):
+        too_many = d > d_model and not allow_more
+        if too_many or (mode == "exact" and d < d_model):
             supported = f"at most {d_model}" if mode == "pad" else f"exactly {d_model}"
             raise ValueError(
                 f"X has {d} features but checkpoint {self.checkpoint_.name!r} was trained for "
@@ -214,6 +222,18 @@ class CheckpointEstimator(BaseEstimator):
         x = pad_features(self.mapping_.map_x(X), d_model, rescale)
         return torch.as_tensor(x, dtype=DTYPES[self.dtype], device=self.device)
 
+    def _model_inputs(self, X: np.ndarray, n_contexts: int) -> torch.Tensor:
+        """(n_contexts, m, num_features) model inputs for the rows of X, one per context.
+
+        The same inputs for every context here; `PFNClassifier` feeds each ensemble member
+        its own column order.
+        """
+        return self._to_model_x(X).unsqueeze(0).expand(n_contexts, -1, -1)
+
+    def _validate_queries(self, X: np.ndarray) -> np.ndarray:
+        """Query rows checked against what `fit` saw, as float64 features."""
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
     def _encode_context(
         self, X: np.ndarray, y_BN: torch.Tensor, *, extra_advice: str = ""
     ) -> ContextCache:
@@ -228,7 +248,7 @@ class CheckpointEstimator(BaseEstimator):
         )
         what = f"encoding a context of {X.shape[0]} points on device {self.device!r}"
         with torch.no_grad(), _explain_out_of_memory(what, advice):
-            x_BND = self._to_model_x(X).unsqueeze(0).expand(y_BN.shape[0], -1, -1)
+            x_BND = self._model_inputs(X, y_BN.shape[0])
             return self.checkpoint_.model.encode_context(x_BND, y_BN)
 
     def _decode(
@@ -240,7 +260,7 @@ class CheckpointEstimator(BaseEstimator):
         validated first; an allocation failure says what to do.
         """
         check_is_fitted(self, "cache_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = self._validate_queries(X)
         chunk = self.query_chunk_size
         advice = (
             f"pass a smaller query_chunk_size (now {chunk}; e.g. "
@@ -249,7 +269,7 @@ class CheckpointEstimator(BaseEstimator):
         )
         what = f"predicting {X.shape[0]} queries on device {self.device!r}"
         with torch.no_grad(), _explain_out_of_memory(what, advice):
-            x_BMD = self._to_model_x(X).unsqueeze(0).expand(n_contexts, -1, -1)
+            x_BMD = self._model_inputs(X, n_contexts)
             model = self.checkpoint_.model
             return summary(model.predict_from_cache(self.cache_, x_BMD, chunk_size=chunk))
 

@@ -45,3 +45,19 @@ def test_training_benchmark_smoke(tmp_path: Path) -> None:
     for variant in report["variants"]:
         assert variant["in_memory_steps_per_s"] > 0 and variant["streaming_steps_per_s"] > 0
         assert variant["streaming_ratio"] > 0
+
+
+def test_tabular_benchmark_smoke(tmp_path: Path) -> None:
+    checkpoint = ROOT / "tests/data/clf-tiny.safetensors"  # 10 features, 4 classes
+    out = tmp_path / "tabular.json"
+    command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), "--checkpoint",
+               str(checkpoint), "--splits", "1", "--sizes", "30", "--datasets", "iris,moons",
+               "--markdown", "--no-progress", "--json", str(out)]  # fmt: skip
+    done = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
+    assert "| 30 | PFN |" in done.stdout and "target log_loss_vs_logreg" in done.stdout
+    report = json.loads(out.read_text())
+    assert {r["method"] for r in report["records"]} == {"PFN", "LogReg", "RandomForest", "HistGB"}
+    assert {r["dataset"] for r in report["records"]} == {"iris", "moons"}
+    for record in report["records"]:
+        assert 0 <= record["roc_auc"] <= 1 and record["log_loss"] > 0 and record["seconds"] > 0
+    assert set(report["targets"]) == {"roc_auc_vs_random_forest", "log_loss_vs_logreg"}

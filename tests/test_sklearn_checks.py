@@ -22,7 +22,12 @@ CLF_TINY = DATA / "clf-tiny.safetensors"
 
 
 @parametrize_with_checks(
-    [PFNRegressor(checkpoint=str(GP10_TINY)), PFNClassifier(checkpoint=str(CLF_TINY))]
+    [
+        PFNRegressor(checkpoint=str(GP10_TINY)),
+        PFNClassifier(checkpoint=str(CLF_TINY)),
+        # the table options: an ensemble over column orders, quantile scores
+        PFNClassifier(checkpoint=str(CLF_TINY), n_estimators=3, preprocessing="quantile"),
+    ]
 )
 def test_sklearn_estimator_checks(estimator, check) -> None:
     check(estimator)
