@@ -90,7 +90,9 @@ def predict_gpytorch_ml2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
     y_loc, y_scale = y_train.mean(), y_train.std()
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     y_std = as_t((y_train - y_loc) / y_scale)
-    hyper = fit_ml2(as_t(x_train), y_std, kernel="matern52")
+    # noise variance >= 1e-4 (standardized units), gpytorch's own default bound; at 1e-6,
+    # L-BFGS ran into NaN from every restart on some 200-point splits
+    hyper = fit_ml2(as_t(x_train), y_std, kernel="matern52", noise_lower_bound=1e-4)
     pred = exact_gp_predictive(as_t(x_train), y_std, as_t(x_test), hyper)
     mean = y_loc + y_scale * pred.mean.numpy()
     return gaussian(mean, y_scale * pred.variance.sqrt().numpy())
@@ -109,11 +111,18 @@ def predict_sklearn(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
 
 
 def score(method: Predictor, x: np.ndarray, y: np.ndarray, n_train: int, seed: int) -> dict:
-    """One random split: NLL, RMSE, coverage and seconds (fit + predict)."""
+    """One random split: NLL, RMSE, coverage and seconds (fit + predict).
+
+    A method that fails numerically on the split (every ML-II restart diverged) gets
+    ``{"failed": message}``: counted in the table, left out of the means.
+    """
     order = np.random.default_rng(seed).permutation(len(y))
     train, test = order[:n_train], order[n_train : n_train + MAX_TEST]
     start = time.perf_counter()
-    mean, log_prob, lower, upper = method(x[train], y[train], x[test])
+    try:
+        mean, log_prob, lower, upper = method(x[train], y[train], x[test])
+    except RuntimeError as error:
+        return {"failed": str(error)}
     seconds = time.perf_counter() - start
     y_test = y[test]
     return {
@@ -125,11 +134,13 @@ def score(method: Predictor, x: np.ndarray, y: np.ndarray, n_train: int, seed: i
 
 
 def summarize(runs: list[dict]) -> dict:
+    ok = [r for r in runs if "failed" not in r]
     out = {}
     for key in ("nll", "rmse", "coverage", "seconds"):
-        values = np.array([r[key] for r in runs])
+        values = np.array([r[key] for r in ok]) if ok else np.array([math.nan])
         se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
         out[key] = {"mean": float(values.mean()), "se": float(se)}
+    out["failed"] = len(runs) - len(ok)
     return out
 
 
@@ -146,13 +157,14 @@ def print_table(results: dict, checkpoint: str, n_splits: int) -> None:
         "RMSE",
         f"{LEVEL:.0%} coverage",
         "s/split",
+        "failed",
     ):
         table.add_column(name, justify="right")
     formats = {"nll": ".3f", "rmse": ".3g", "coverage": ".2f", "seconds": ".3f"}
     for key, entry in results.items():
-        cells = [f"{v['mean']:{formats[k]}} ± {v['se']:{formats[k]}}"
-                 for k, v in entry["summary"].items()]  # fmt: skip
-        table.add_row(*key.split("|"), *cells)
+        summary = entry["summary"]
+        cells = [f"{summary[k]['mean']:{f}} ± {summary[k]['se']:{f}}" for k, f in formats.items()]
+        table.add_row(*key.split("|"), *cells, str(summary["failed"]))
     Console(width=max(Console().width, 110)).print(table)
     print(f"PFN = PFNRegressor(checkpoint={checkpoint!r}); NLL in nats per test point")
 

@@ -10,6 +10,9 @@ from pfnkit.validation_nuts_gp import GPNutsReport
 
 __all__ = ["plot_nll_by_context", "print_gp_nuts_table"]
 
+_NLL_LINEAR = 3.0  # nats: the plot's y axes are linear within ± these, logarithmic beyond
+_GAP_LINEAR = 1.0
+
 
 def print_gp_nuts_table(report: GPNutsReport) -> None:
     """Print one row per cell, the NUTS budget and the verdict with rich."""
@@ -74,7 +77,10 @@ def plot_nll_by_context(report: GPNutsReport, path: str | Path) -> Path:
         top.plot(sizes, [nan(c.ml2_nll) for c in cells], "^:", label=f"GP, ML-II ({n} tasks)")
         top.plot(sizes, [c.pfn_nll for c in cells], "s--",
                  label=f"PFN ({report.checkpoint}, {n} tasks)")  # fmt: skip
+        # symlog: linear where the NLLs and gaps live, logarithmic for ML-II's blow-ups on
+        # tiny contexts (hundreds of nats), which would flatten everything else
         top.set(xscale="log", title=f"d = {d}")
+        top.set_yscale("symlog", linthresh=_NLL_LINEAR)
         for label, fmt, mean, err in (
             ("PFN - NUTS (trusted runs)", "o-", "gap", "gap_stderr"),
             ("PFN - ML-II", "^:", "ml2_gap", "ml2_gap_stderr"),
@@ -84,6 +90,7 @@ def plot_nll_by_context(report: GPNutsReport, path: str | Path) -> Path:
                             label=label)  # fmt: skip
         bottom.axhline(0.0, color="grey", lw=0.8)
         bottom.set(xscale="log", xlabel="context points")
+        bottom.set_yscale("symlog", linthresh=_GAP_LINEAR)
     axes[0][0].set_ylabel("NLL per query point (nats)")
     axes[1][0].set_ylabel("paired NLL difference (nats)")
     axes[0][0].legend(fontsize=8)

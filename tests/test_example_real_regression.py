@@ -27,6 +27,28 @@ def test_real_regression_smoke(tmp_path: Path, capsys) -> None:
     )
     for entry in results.values():
         assert len(entry["runs"]) == 2
-        assert all(math.isfinite(v["mean"]) for v in entry["summary"].values())
+        summary = entry["summary"]
+        assert summary["failed"] == 0
+        assert all(
+            math.isfinite(summary[k]["mean"]) for k in ("nll", "rmse", "coverage", "seconds")
+        )
         assert 0.0 <= entry["summary"]["coverage"]["mean"] <= 1.0
     assert "test NLL" in capsys.readouterr().out
+
+
+def test_a_failing_split_is_counted_and_left_out_of_the_means() -> None:
+    path = ROOT / "examples" / "real_regression.py"
+    spec = importlib.util.spec_from_file_location("real_regression_fail", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x, y = module.datasets(smoke=True)["diabetes"]
+
+    def fails(*_):
+        raise RuntimeError("every ML-II restart failed")
+
+    runs = [module.score(module.predict_gpytorch_ml2, x, y, 20, seed) for seed in range(2)]
+    runs.append(module.score(fails, x, y, 20, 0))
+    assert runs[-1] == {"failed": "every ML-II restart failed"}
+    summary = module.summarize(runs)
+    assert summary["failed"] == 1
+    assert math.isclose(summary["nll"]["mean"], (runs[0]["nll"] + runs[1]["nll"]) / 2)

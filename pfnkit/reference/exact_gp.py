@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import gpytorch
-import linear_operator
 import torch
+from linear_operator.utils import errors
 from torch import Tensor
 from torch.distributions import Normal
 from torch.func import functional_call
@@ -518,7 +518,7 @@ def fit_ml2(
                 x_ctx_ND, y_ctx_N, init, steps=steps, lr=lr, noise_lower_bound=noise_lower_bound
             )
             lml = log_marginal_likelihood(x_ctx_ND, y_ctx_N, fitted).item()
-        except (ValueError, linear_operator.utils.errors.NotPSDError) as err:
+        except (ValueError, errors.NotPSDError, errors.NanError) as err:  # NaN: L-BFGS diverged
             logger.warning("ML-II restart from lengthscale factor %g failed: %s", factor, err)
             continue
         logger.debug("ML-II restart from lengthscale factor %g: lml=%.6f", factor, lml)

@@ -289,3 +289,27 @@ def test_lml_fn_equals_lml_and_is_differentiable_in_the_hyperparameters(kernel: 
     )
     with pytest.raises(ValueError, match="lengthscale has 3 entries"):
         lml(torch.ones(3, dtype=torch.float64), theta[2], theta[3])
+
+
+def test_fit_ml2_skips_a_restart_that_diverges_to_nan(monkeypatch) -> None:
+    """A restart whose L-BFGS run ends in NaN (linear_operator's NanError) is skipped."""
+    from linear_operator.utils.errors import NanError
+
+    from pfnkit.reference import exact_gp
+
+    gen = torch.Generator().manual_seed(0)
+    x_N1 = torch.rand(15, 1, generator=gen, dtype=torch.float64)
+    y_N = torch.sin(6 * x_N1[:, 0])
+    expected = exact_gp.fit_ml2(x_N1, y_N, lengthscale_inits=(1.0,))
+    optimise = exact_gp._optimise
+
+    def diverge_from_small_inits(x, y, init, **kwargs):
+        if float(init.lengthscale.max()) < 0.5 * float(x.std()):
+            raise NanError("cholesky_cpu: 225 of 225 elements of the tensor are NaN.")
+        return optimise(x, y, init, **kwargs)
+
+    monkeypatch.setattr(exact_gp, "_optimise", diverge_from_small_inits)
+    got = exact_gp.fit_ml2(x_N1, y_N, lengthscale_inits=(0.3, 1.0))
+    torch.testing.assert_close(got.lengthscale, expected.lengthscale, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="every ML-II restart failed"):
+        exact_gp.fit_ml2(x_N1, y_N, lengthscale_inits=(0.3,))
