@@ -43,6 +43,19 @@ def _is_positive_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
+def _distinct_permutations(n: int, count: int, rng: np.random.RandomState) -> np.ndarray:
+    """(P, n) permutations of 0..n-1: all n! when count >= n!, else the identity and then
+    count - 1 distinct random ones."""
+    if count >= math.factorial(n):
+        return np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+    chosen = [tuple(range(n))]
+    while len(chosen) < count:
+        candidate = tuple(int(k) for k in rng.permutation(n))
+        if candidate not in chosen:
+            chosen.append(candidate)
+    return np.array(chosen, dtype=np.int64)
+
+
 def draw_feature_orders(
     n_features: int, width: int, n_orders: int, rng: np.random.RandomState
 ) -> np.ndarray:
@@ -56,14 +69,7 @@ def draw_feature_orders(
     one subset and no column is used twice more often than another.
     """
     if n_features <= width:
-        if n_orders >= math.factorial(n_features):
-            return np.array(list(itertools.permutations(range(n_features))), dtype=np.int64)
-        chosen = [tuple(range(n_features))]
-        while len(chosen) < n_orders:
-            candidate = tuple(int(j) for j in rng.permutation(n_features))
-            if candidate not in chosen:
-                chosen.append(candidate)
-        return np.array(chosen, dtype=np.int64)
+        return _distinct_permutations(n_features, n_orders, rng)
     n_subsets = max(n_orders, math.ceil(n_features / width))
     uses = np.zeros(n_features)
     orders = []
@@ -221,14 +227,7 @@ class PFNClassifier(ClassifierMixin, CheckpointEstimator):
             raise ValueError(
                 f"class_permutations must be 'auto', 'all' or a positive int, got {setting!r}"
             )
-        if n_perm >= n_all:
-            return np.array(list(itertools.permutations(range(n_classes))), dtype=np.int64)
-        chosen = [tuple(range(n_classes))]
-        while len(chosen) < n_perm:
-            candidate = tuple(int(k) for k in rng.permutation(n_classes))
-            if candidate not in chosen:
-                chosen.append(candidate)
-        return np.array(chosen, dtype=np.int64)
+        return _distinct_permutations(n_classes, n_perm, rng)
 
     def _draw_feature_orders(self, n_features: int, rng: np.random.RandomState) -> np.ndarray:
         """`draw_feature_orders` for this checkpoint; warns when X is wider than the model."""
