@@ -14,9 +14,8 @@ with negative log predictive density (NLL, nats), central-interval coverage and 
 NUTS costs 14 s to 2 min per task on one core (measured for `gp`), so only the first
 ``nuts_tasks`` of each cell get a NUTS run; the PFN and ML-II score all ``n_tasks``. Gaps
 are paired: PFN - NUTS over the tasks with a trusted NUTS run, PFN - ML-II over every task.
-NUTS runs whose
-R-hat, ESS or time-cap gate fails are kept and counted as untrusted; the PFN-vs-NUTS gap the
-card's tolerances are checked against uses trusted runs only.
+NUTS runs whose R-hat, ESS or time-cap gate fails are kept and counted as untrusted; the
+PFN-vs-NUTS gap the card's tolerances are checked against uses trusted runs only.
 """
 
 from __future__ import annotations
