@@ -2,7 +2,8 @@
 
 Run:  python benchmarks/tabular.py [--checkpoint scm-clf] [--splits 10] [--sizes 50,100,300]
           [--datasets iris,wine,...] [--n-estimators 4] [--preprocessing none]
-          [--dtype float32] [--json out.json] [--markdown] [--no-progress] [--smoke]
+          [--dtype float32] [--json out.json] [--markdown] [--plot out.png] [--write-card]
+          [--no-progress] [--smoke]
 
 Datasets: iris, wine and breast_cancer (bundled with scikit-learn) and synthetic sets of
 1,000 rows with fixed seeds (`DATASETS`): make_classification with 2 or 5 classes and 5 or
@@ -27,13 +28,19 @@ method, so all are clipped alike, at float64's machine epsilon), and wall time o
 predict_proba. Means are taken over the splits of a (dataset, size) cell, then over cells
 with equal weight. The two targets of the scm-clf checkpoint are checked on the overall
 means: PFN ROC AUC >= RandomForest's, PFN log loss <= LogReg's. Figures are printed,
-never asserted.
+never asserted. --plot draws, per dataset, each method's mean ROC AUC and log loss (with
+the standard error over splits) against the training size. --write-card records the
+command, the means per size and per cell and the targets in the checkpoint card's
+`validation` (`passed`: both targets met), which the slow test in
+tests/test_shipped_checkpoints.py re-measures on a few cells.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -54,6 +61,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pfnkit import PFNClassifier
+from pfnkit.checkpoint import resolve_checkpoint, write_manifest
+from pfnkit.figures import pyplot, save_figure
 
 __all__ = ["DATASETS", "main"]
 
@@ -262,6 +271,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--json", help="write every record and mean to this path")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--plot", help="write per-dataset panels of ROC AUC and log loss here")
+    parser.add_argument(
+        "--write-card", action="store_true", help="record the figures in the checkpoint's card"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--smoke", action="store_true", help=f"tiny run: {SMOKE}")
     args = parser.parse_args(argv)
@@ -301,7 +314,55 @@ def report(
     return checks
 
 
+def plot(records: list[dict], path: str) -> str:
+    """Two rows of panels, ROC AUC and log loss, one column per dataset, against n_train."""
+    names = list(dict.fromkeys(r["dataset"] for r in records))
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 5.2), squeeze=False)
+    for col, name in enumerate(names):
+        for method in METHODS:
+            mine = [r for r in records if r["dataset"] == name and r["method"] == method]
+            sizes = sorted({r["n_train"] for r in mine})
+            for row, metric in enumerate(("roc_auc", "log_loss")):
+                values = [np.array([r[metric] for r in mine if r["n_train"] == n]) for n in sizes]
+                means = [v.mean() for v in values]
+                errors = [v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0 for v in values]
+                axes[row, col].errorbar(sizes, means, yerr=errors, marker="o", ms=3,
+                                        capsize=2, label=method)  # fmt: skip
+        axes[0, col].set_title(name, fontsize=9)
+        axes[1, col].set_xlabel("training rows")
+        for ax in axes[:, col]:
+            ax.set_xscale("log")
+            ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("ROC AUC (higher is better)")
+    axes[1, 0].set_ylabel("log loss (lower is better)")
+    axes[0, 0].legend(fontsize=7)
+    return str(save_figure(fig, path))
+
+
+def write_card(args: argparse.Namespace, argv: list[str], out: dict[str, Any]) -> str:
+    """Record the run in the checkpoint card's `validation` and refresh the manifest."""
+    _, card_path, _ = resolve_checkpoint(args.checkpoint)
+    card = json.loads(card_path.read_text())
+    options = ("splits", "sizes", "datasets", "n_estimators", "preprocessing", "dtype")
+    card["validation"] = {
+        "command": shlex.join(["python", "benchmarks/tabular.py", *argv]),
+        "kind": "tabular benchmark against scikit-learn baselines",
+        "config": {key: getattr(args, key) for key in options},
+        "torch_threads": torch.get_num_threads(),
+        "skipped": out["skipped"],
+        "summary": out["summary"],
+        "targets": out["targets"],
+        "per_dataset": out["per_dataset"],
+        "passed": all(check["met"] for check in out["targets"].values()),
+    }
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_manifest(card_path.parent)
+    return str(card_path)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     console = Console()
     pfn = PFNClassifier(
@@ -335,21 +396,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} torch threads; {len(cells)} cells"
     )
     checks = report(console, args, summ, notes, warned)
+    per_dataset = [{"dataset": d, "n_train": n, "method": m, **v} for (d, n, m), v in means.items()]
+    out = {
+        "config": vars(args),
+        "checkpoint": pfn.checkpoint_.name,
+        "skipped": notes,
+        "summary": summ,
+        "targets": checks,
+        "per_dataset": per_dataset,
+        "records": records,
+    }
     if args.json:
-        per_dataset = [
-            {"dataset": d, "n_train": n, "method": m, **v} for (d, n, m), v in means.items()
-        ]
-        out = {
-            "config": vars(args),
-            "checkpoint": pfn.checkpoint_.name,
-            "skipped": notes,
-            "summary": summ,
-            "targets": checks,
-            "per_dataset": per_dataset,
-            "records": records,
-        }
         with open(args.json, "w") as handle:
             json.dump(out, handle, indent=2)
+    if args.plot:
+        console.print(f"wrote {plot(records, args.plot)}")
+    if args.write_card:
+        console.print(f"wrote the figures to {write_card(args, argv, out)}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,10 @@ def test_tabular_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "tabular.json"
     command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), "--checkpoint",
                str(checkpoint), "--splits", "1", "--sizes", "30", "--datasets", "iris,moons",
-               "--markdown", "--no-progress", "--json", str(out)]  # fmt: skip
+               "--markdown", "--no-progress", "--json", str(out),
+               "--plot", str(tmp_path / "tabular.png")]  # fmt: skip
     done = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
+    assert (tmp_path / "tabular.png").stat().st_size > 0
     assert "| 30 | PFN |" in done.stdout and "target log_loss_vs_logreg" in done.stdout
     report = json.loads(out.read_text())
     assert {r["method"] for r in report["records"]} == {"PFN", "LogReg", "RandomForest", "HistGB"}
@@ -61,3 +64,28 @@ def test_tabular_benchmark_smoke(tmp_path: Path) -> None:
     for record in report["records"]:
         assert 0 <= record["roc_auc"] <= 1 and record["log_loss"] > 0 and record["seconds"] > 0
     assert set(report["targets"]) == {"roc_auc_vs_random_forest", "log_loss_vs_logreg"}
+
+
+def test_tabular_benchmark_writes_its_figures_into_the_card(tmp_path: Path) -> None:
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(ROOT / f"tests/data/clf-tiny{suffix}", tmp_path / f"clf-tiny{suffix}")
+    checkpoint = tmp_path / "clf-tiny.safetensors"
+    options = ["--checkpoint", str(checkpoint), "--splits", "2", "--sizes", "30",
+               "--datasets", "moons", "--no-progress"]  # fmt: skip
+    command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), *options, "--write-card"]
+    subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
+    validation = json.loads((tmp_path / "clf-tiny.json").read_text())["validation"]
+    assert validation["command"] == " ".join(["python", "benchmarks/tabular.py", *options,
+                                              "--write-card"])  # fmt: skip
+    assert validation["config"]["splits"] == 2 and validation["config"]["sizes"] == "30"
+    cells = {(r["dataset"], r["n_train"], r["method"]) for r in validation["per_dataset"]}
+    assert cells == {("moons", 30, m) for m in ("PFN", "LogReg", "RandomForest", "HistGB")}
+    targets = validation["targets"]
+    assert validation["passed"] == all(t["met"] for t in targets.values())
+    overall = validation["summary"]["all"]
+    assert targets["log_loss_vs_logreg"]["baseline"] == overall["LogReg"]["log_loss"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert "clf-tiny" in json.dumps(manifest)
+    from pfnkit.checkpoint import load_checkpoint
+
+    load_checkpoint(checkpoint)  # the weights still match the card's sha256
