@@ -331,8 +331,11 @@ def plot(records: list[dict], path: str) -> str:
                                         capsize=2, label=method)  # fmt: skip
         axes[0, col].set_title(name, fontsize=9)
         axes[1, col].set_xlabel("training rows")
+        sizes = sorted({r["n_train"] for r in records if r["dataset"] == name})
         for ax in axes[:, col]:
             ax.set_xscale("log")
+            ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.minorticks_off()
             ax.tick_params(labelsize=7)
     axes[0, 0].set_ylabel("ROC AUC (higher is better)")
     axes[1, 0].set_ylabel("log loss (lower is better)")

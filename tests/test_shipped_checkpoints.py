@@ -178,3 +178,77 @@ def test_gp_matches_nuts_on_small_contexts_and_its_card_on_large_ones() -> None:
     card = next(c for c in ckpt.card["validation"]["cells"] if (c["d"], c["n_ctx"]) == (3, 100))
     spread = (large.ml2_gap_stderr**2 + card["ml2_gap_stderr"] ** 2) ** 0.5
     assert abs(large.ml2_gap - card["ml2_gap"]) <= GP_STANDARD_ERRORS * spread, (large, card)
+
+
+# scm-clf: three cells of `benchmarks/tabular.py --write-card` re-measured on the card's
+# splits. The splits, the seeds and LogReg are deterministic; the PFN runs in float32, whose
+# sums may round differently on another machine or thread count.
+SCM_CELLS = [("breast_cancer", 100), ("clf-5c-5f", 50), ("moons", 300)]
+SCM_PFN_ROC_AUC_TOLERANCE = 2e-3  # per-cell mean over 10 splits
+SCM_PFN_LOG_LOSS_TOLERANCE = 1e-2
+SCM_LOGREG_TOLERANCE = 1e-4
+
+
+def _tabular_benchmark():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tabular.py"
+    spec = importlib.util.spec_from_file_location("tabular_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_scm_clf_reproduces_its_card_against_logistic_regression() -> None:
+    import numpy as np
+
+    from pfnkit import PFNClassifier
+
+    bench = _tabular_benchmark()
+    card = load_checkpoint("scm-clf").card["validation"]
+    options = card["config"]
+    pfn = PFNClassifier(checkpoint="scm-clf", n_estimators=options["n_estimators"],
+                        preprocessing=options["preprocessing"], dtype=options["dtype"])  # fmt: skip
+    recorded = {(r["dataset"], r["n_train"], r["method"]): r for r in card["per_dataset"]}
+    for dataset, n_train in SCM_CELLS:
+        [cell] = bench.build_cells([dataset], [n_train], options["splits"], 10, [])
+        for method, make in [("PFN", lambda k: pfn.set_params(random_state=k)),
+                             ("LogReg", lambda k: bench.baselines(k)["LogReg"])]:  # fmt: skip
+            runs = [bench.fit_predict(make(k), cell, k)[0] for k in range(options["splits"])]
+            fresh = {m: float(np.mean([r[m] for r in runs])) for m in ("roc_auc", "log_loss")}
+            old = recorded[(dataset, n_train, method)]
+            auc_tol, nll_tol = (
+                (SCM_PFN_ROC_AUC_TOLERANCE, SCM_PFN_LOG_LOSS_TOLERANCE) if method == "PFN"
+                else (SCM_LOGREG_TOLERANCE, SCM_LOGREG_TOLERANCE)
+            )  # fmt: skip
+            assert abs(fresh["roc_auc"] - old["roc_auc"]) <= auc_tol, (dataset, method, fresh)
+            assert abs(fresh["log_loss"] - old["log_loss"]) <= nll_tol, (dataset, method, fresh)
+    summary = card["summary"]["all"]
+    targets = card["targets"]
+    assert targets["roc_auc_vs_random_forest"]["met"] == (
+        summary["PFN"]["roc_auc"] >= summary["RandomForest"]["roc_auc"]
+    )
+    assert targets["log_loss_vs_logreg"]["met"] == (
+        summary["PFN"]["log_loss"] <= summary["LogReg"]["log_loss"]
+    )
+
+
+@pytest.mark.slow
+def test_scm_clf_ignores_the_order_of_context_rows_on_a_real_table() -> None:
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    from pfnkit import PFNClassifier
+
+    x, y = load_breast_cancer(return_X_y=True)
+    rows = np.random.default_rng(0).permutation(len(y))
+    train, test = rows[:300], rows[300:]
+    options = dict(checkpoint="scm-clf", n_estimators=4, dtype="float64", random_state=0)
+    proba = PFNClassifier(**options).fit(x[train], y[train]).predict_proba(x[test])
+    shuffled = train[np.random.default_rng(1).permutation(len(train))]
+    again = PFNClassifier(**options).fit(x[shuffled], y[shuffled]).predict_proba(x[test])
+    np.testing.assert_allclose(proba, again, atol=1e-10, rtol=0)  # float64 summation order
