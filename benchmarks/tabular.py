@@ -278,6 +278,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--smoke", action="store_true", help=f"tiny run: {SMOKE}")
     args = parser.parse_args(argv)
+    if args.smoke and args.write_card:
+        parser.error("--write-card records a full run on the card; drop --smoke")
     if args.smoke:
         vars(args).update(SMOKE)
     unknown = sorted(set(args.datasets.split(",")) - set(DATASETS))
@@ -320,9 +322,9 @@ def plot(records: list[dict], path: str) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 5.2), squeeze=False)
     for col, name in enumerate(names):
+        sizes = sorted({r["n_train"] for r in records if r["dataset"] == name})
         for method in METHODS:
             mine = [r for r in records if r["dataset"] == name and r["method"] == method]
-            sizes = sorted({r["n_train"] for r in mine})
             for row, metric in enumerate(("roc_auc", "log_loss")):
                 values = [np.array([r[metric] for r in mine if r["n_train"] == n]) for n in sizes]
                 means = [v.mean() for v in values]
@@ -331,7 +333,6 @@ def plot(records: list[dict], path: str) -> str:
                                         capsize=2, label=method)  # fmt: skip
         axes[0, col].set_title(name, fontsize=9)
         axes[1, col].set_xlabel("training rows")
-        sizes = sorted({r["n_train"] for r in records if r["dataset"] == name})
         for ax in axes[:, col]:
             ax.set_xscale("log")
             ax.set_xticks(sizes, [str(n) for n in sizes])

@@ -89,3 +89,9 @@ def test_tabular_benchmark_writes_its_figures_into_the_card(tmp_path: Path) -> N
     from pfnkit.checkpoint import load_checkpoint
 
     load_checkpoint(checkpoint)  # the weights still match the card's sha256
+
+
+def test_tabular_benchmark_refuses_to_write_smoke_figures_into_a_card() -> None:
+    command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), "--smoke", "--write-card"]
+    done = subprocess.run(command, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 2 and "drop --smoke" in done.stderr
