@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -13,6 +17,15 @@ from pfnkit.models import PFN, PFNConfig
 __all__ = ["TINY_CONFIG", "ImportanceSamplingPredictive", "make_tiny_pfn"]
 
 TINY_CONFIG = PFNConfig(num_features=2, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_bars=20)
+
+
+def load_script(path: Path, name: str | None = None) -> ModuleType:
+    """Import a script of examples/ or benchmarks/ (not packages) as module `name`."""
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_tiny_pfn(config: PFNConfig = TINY_CONFIG, seed: int = 0) -> PFN:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 
 import cli
 from pfnkit.checkpoint import load_checkpoint, sha256_of
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["pretrain", "predict", "validate", "robustness"]
@@ -116,11 +115,7 @@ def _smoke(argv: list[str], tmp_path: Path) -> list[str]:
 
 
 def _run_example(path: Path, args: list[str]) -> int:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module.main([*args, "--smoke"])
+    return load_script(path).main([*args, "--smoke"])
 
 
 def test_readme_python_snippets_run() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 
 import priors
 from pfnkit.checkpoint import load_checkpoint
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "gp10-tiny.json"  # RBF, 10 features, trained up to 200 points
@@ -19,12 +18,7 @@ FLOAT64_ATOL = 1e-8  # NumPy vs torch Cholesky on float32-valued inputs
 
 
 def _module():
-    path = ROOT / "examples" / "context_extrapolation.py"
-    spec = importlib.util.spec_from_file_location("context_extrapolation", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "examples" / "context_extrapolation.py")
 
 
 def _numpy_nll(x_ctx, y_ctx, x_qry, y_qry, lengthscale, outputscale, noise) -> float:

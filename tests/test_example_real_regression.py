@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
+
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_real_regression_smoke(tmp_path: Path, capsys) -> None:
-    path = ROOT / "examples" / "real_regression.py"
-    spec = importlib.util.spec_from_file_location("real_regression", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "examples" / "real_regression.py")
     out = tmp_path / "scores.json"
     checkpoint = str(ROOT / "tests" / "data" / "gp10-tiny.json")
     assert module.main(["--smoke", "--checkpoint", checkpoint, "--json", str(out)]) == 0
@@ -37,10 +33,7 @@ def test_real_regression_smoke(tmp_path: Path, capsys) -> None:
 
 
 def test_a_failing_split_is_counted_and_left_out_of_the_means() -> None:
-    path = ROOT / "examples" / "real_regression.py"
-    spec = importlib.util.spec_from_file_location("real_regression_fail", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "examples" / "real_regression.py", "real_regression_fail")
     x, y = module.datasets(smoke=True)["diabetes"]
 
     def fails(*_):

@@ -189,33 +189,24 @@ SCM_PFN_LOG_LOSS_TOLERANCE = 1e-2
 SCM_LOGREG_TOLERANCE = 1e-4
 
 
-def _tabular_benchmark():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tabular.py"
-    spec = importlib.util.spec_from_file_location("tabular_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_scm_clf_reproduces_its_card_against_logistic_regression() -> None:
+    from pathlib import Path
+
     import numpy as np
 
     from pfnkit import PFNClassifier
+    from tests.helpers import load_script
 
-    bench = _tabular_benchmark()
-    card = load_checkpoint("scm-clf").card["validation"]
+    bench = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "tabular.py")
+    ckpt = load_checkpoint("scm-clf")
+    card, max_classes = ckpt.card["validation"], ckpt.model.config.n_classes
     options = card["config"]
     pfn = PFNClassifier(checkpoint="scm-clf", n_estimators=options["n_estimators"],
                         preprocessing=options["preprocessing"], dtype=options["dtype"])  # fmt: skip
     recorded = {(r["dataset"], r["n_train"], r["method"]): r for r in card["per_dataset"]}
     for dataset, n_train in SCM_CELLS:
-        [cell] = bench.build_cells([dataset], [n_train], options["splits"], 10, [])
+        [cell] = bench.build_cells([dataset], [n_train], options["splits"], max_classes, [])
         for method, make in [("PFN", lambda k: pfn.set_params(random_state=k)),
                              ("LogReg", lambda k: bench.baselines(k)["LogReg"])]:  # fmt: skip
             runs = [bench.fit_predict(make(k), cell, k)[0] for k in range(options["splits"])]
