@@ -16,6 +16,9 @@ al., arXiv 2207.01848; Müller et al., arXiv 2112.10510).
   f = v·act(W z_pa + b) with mlp_width units; act is drawn per node from ``activations``.
   Weights ~ N(0, 1/|pa|), output weights v ~ N(0, 1/mlp_width), biases ~ N(0, 1). Both
   kinds share one layout: a linear node is an MLP whose only unit is unit 0, with v = e_0.
+  With probability product_prob a linear node becomes a product node,
+  f = act(w₀·z_pa + b₀) · act(w₁·z_pa + b₁): an interaction of its causes (products, and
+  ratios once the causes are on a log scale), which a sum of per-feature effects misses.
 * **Roots** (nodes without parents) take z = u, drawn per root node from N(0, 1),
   U[-√3, √3] or an equal-weight mixture of 3 Gaussians (means U[-2, 2], std 0.3).
 * **Features.** d ~ U{num_features_min, ..., num_features} random non-target nodes fill
@@ -93,7 +96,9 @@ class SCMPriorConfig:
         edge_prob_min: lower bound of the per-task edge probability.
         edge_prob_max: upper bound of the per-task edge probability.
         mlp_prob: probability that a node's mechanism is an MLP rather than linear.
-        mlp_width: hidden units of an MLP mechanism.
+        mlp_width: hidden units of an MLP mechanism (at least 2 when product_prob > 0).
+        product_prob: probability that a non-MLP node is a product of two activated
+            linear forms of its parents (0 keeps every random draw of the plain prior).
         activations: per-node activations to draw from, a subset of ACTIVATIONS.
         root_distributions: per-root distributions, a subset of ROOT_DISTRIBUTIONS.
         noise_std_min: lower bound of the log-uniform per-task noise standard deviation.
@@ -111,6 +116,7 @@ class SCMPriorConfig:
     edge_prob_max: float = 0.6
     mlp_prob: float = 0.5
     mlp_width: int = 8
+    product_prob: float = 0.0
     activations: tuple[str, ...] = ACTIVATIONS
     root_distributions: tuple[str, ...] = ROOT_DISTRIBUTIONS
     noise_std_min: float = 0.01
@@ -139,7 +145,9 @@ class SCMPriorConfig:
         low, high = self.noise_std_min, self.noise_std_max
         if not 0.0 < low <= high < math.inf:
             raise ValueError(f"need 0 < noise_std_min <= noise_std_max < inf, got {low}, {high}")
-        for name in ("mlp_prob", "categorical_prob"):
+        if self.product_prob > 0 and self.mlp_width < 2:
+            raise ValueError(f"product_prob > 0 needs mlp_width >= 2, got {self.mlp_width}")
+        for name in ("mlp_prob", "categorical_prob", "product_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         for name, choices in (
@@ -189,7 +197,8 @@ class SCM:
         bias_in_BKH: bias of every unit (0 for unused units).
         weight_out_BKH: output weights v (e_0 for linear nodes).
         activation: (B, K) int64 index into ACTIVATIONS.
-        is_mlp: (B, K) bool, MLP mechanism (else linear).
+        is_mlp: (B, K) bool, MLP mechanism (else linear or product).
+        is_product: (B, K) bool, product of units 0 and 1 (never together with is_mlp).
         root_kind: (B, K) int64 index into ROOT_DISTRIBUTIONS.
         mixture_means_BKM: component means of the "mixture" root distribution.
         noise_std: (B,) σ of the additive noise of non-root nodes.
@@ -204,6 +213,7 @@ class SCM:
     weight_out_BKH: Tensor
     activation: Tensor
     is_mlp: Tensor
+    is_product: Tensor
     root_kind: Tensor
     mixture_means_BKM: Tensor
     noise_std: Tensor
@@ -246,6 +256,9 @@ def propagate(scm: SCM, u_BTK: Tensor) -> Tensor:
         pre_BHT = torch.baddbmm(scm.bias_in_BKH[:, node, :, None], weight_BHJ, z_BKT[:, :node])
         hidden_BHT = _apply_activations(pre_BHT, scm.activation[:, node])
         f_BT = torch.bmm(scm.weight_out_BKH[:, node, None, :], hidden_BHT)[:, 0]
+        if hidden_BHT.shape[1] > 1:
+            product_BT = hidden_BHT[:, 0] * hidden_BHT[:, 1]
+            f_BT = torch.where(scm.is_product[:, node, None], product_BT, f_BT)
         z_BKT[:, node] = torch.where(has_parent_BK[:, node, None], f_BT, 0.0) + u_BKT[:, node]
     return z_BKT.transpose(1, 2)
 
@@ -302,7 +315,11 @@ class SCMPrior:
         n_parents_BK = adjacency_BKK.sum(-1).clamp_min(1).to(torch.float64)
         is_mlp_BK = torch.rand(b, k, **f64) < cfg.mlp_prob
         first_H = torch.arange(h) == 0
-        unit_BKH = is_mlp_BK[..., None] | first_H
+        is_product_BK = torch.zeros_like(is_mlp_BK)
+        if cfg.product_prob > 0:  # drawn only then: the plain prior keeps its random stream
+            is_product_BK = (torch.rand(b, k, **f64) < cfg.product_prob) & ~is_mlp_BK
+        second_H = torch.arange(h) == 1
+        unit_BKH = is_mlp_BK[..., None] | first_H | (is_product_BK[..., None] & second_H)
         weight_in_BKHK = _randn((b, k, h, k), generator) / n_parents_BK.sqrt()[..., None, None]
         weight_in_BKHK = weight_in_BKHK * (adjacency_BKK[:, :, None, :] & unit_BKH[..., None])
         bias_in_BKH = torch.randn(b, k, h, **f64) * unit_BKH
@@ -324,6 +341,7 @@ class SCMPrior:
             weight_out_BKH=weight_out_BKH,
             activation=activation_BK,
             is_mlp=is_mlp_BK,
+            is_product=is_product_BK,
             root_kind=root_kind_BK,
             mixture_means_BKM=mixture_means_BKM,
             noise_std=noise_std_B,

@@ -152,6 +152,34 @@ def test_every_node_is_its_mechanism_of_its_parents() -> None:
             np.testing.assert_allclose(z[b, :, i], expected, atol=FLOAT64_ATOL, rtol=0)
 
 
+def test_product_nodes_multiply_two_activated_linear_forms() -> None:
+    """A product node is act(w0·z_pa + b0) · act(w1·z_pa + b1), recomputed in numpy."""
+    config = SCMPriorConfig(num_features=7, extra_nodes_max=5, mlp_prob=0.3, product_prob=0.5)
+    scm, u, z, _ = _draw(SCMPrior(config), 12, 15)
+    adjacency, u, z = scm.adjacency_BKK.numpy(), u.numpy(), z.numpy()
+    w_in, b_in = scm.weight_in_BKHK.numpy(), scm.bias_in_BKH.numpy()
+    product = scm.is_product.numpy() & adjacency.any(-1)
+    assert product.any() and not (scm.is_product & scm.is_mlp).any()
+    for b, i in zip(*np.nonzero(product), strict=True):
+        parents = np.flatnonzero(adjacency[b, i])
+        assert not w_in[b, i, 2:].any()  # only units 0 and 1 carry weights
+        act = _NP_ACTIVATIONS[ACTIVATIONS[int(scm.activation[b, i])]]
+        pre = z[b][:, parents] @ w_in[b, i][:2, parents].T + b_in[b, i, :2]
+        expected = act(pre[:, 0]) * act(pre[:, 1]) + u[b, :, i]
+        np.testing.assert_allclose(z[b, :, i], expected, atol=FLOAT64_ATOL, rtol=0)
+    # the share of product nodes among the non-MLP ones is product_prob
+    non_mlp = (~scm.is_mlp).numpy() & scm.valid.numpy()
+    share, n = scm.is_product.numpy()[non_mlp].mean(), non_mlp.sum()
+    assert abs(share - 0.5) < STANDARD_ERRORS * math.sqrt(0.25 / n)
+
+
+def test_product_prob_zero_keeps_the_plain_prior_stream() -> None:
+    plain = SCMPrior(SCMPriorConfig(num_features=5)).sample(4, 10, 5, generator=_gen(3))
+    zero = SCMPrior(SCMPriorConfig(num_features=5, product_prob=0.0))
+    again = zero.sample(4, 10, 5, generator=_gen(3))
+    assert torch.equal(plain.x_ctx, again.x_ctx) and torch.equal(plain.y_qry, again.y_qry)
+
+
 def test_changing_a_nodes_noise_moves_only_its_descendants() -> None:
     prior = SCMPrior(SCMPriorConfig(num_features=6, extra_nodes_max=4, edge_prob_min=0.4))
     scm, u, z, _ = _draw(prior, 16, 10, seed=1)
