@@ -179,7 +179,11 @@ def cmd_predict(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     import priors
     from pfnkit.checkpoint import load_checkpoint
-    from pfnkit.validation import plot_gp_bands, plot_nll_by_size, validate_against_exact_gp
+    from pfnkit.validation.gp_exact import (
+        plot_gp_bands,
+        plot_nll_by_size,
+        validate_against_exact_gp,
+    )
 
     ckpt = load_checkpoint(args.checkpoint)
     card = ckpt.card
@@ -225,12 +229,12 @@ def _validate_gp_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: lis
     """PFN vs the NUTS-marginalised GP and ML-II, per context size and feature count."""
     import dataclasses
 
-    from pfnkit.validation_nuts_gp import (
+    from pfnkit.validation.gp_nuts import (
         DEFAULT_GP_NUTS,
         GPNutsValidationConfig,
         validate_gp_against_nuts,
     )
-    from pfnkit.validation_nuts_gp_report import plot_nll_by_context, print_gp_nuts_table
+    from pfnkit.validation.gp_nuts_report import plot_nll_by_context, print_gp_nuts_table
 
     cfg = prior.config
     if not cfg.has_hyperpriors:
@@ -275,8 +279,8 @@ def _validate_bnn_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: li
     """A BNN-prior classifier vs NUTS on the network's weights, per context size."""
     import dataclasses
 
-    import pfnkit.validation_nuts_bnn as bnn_nuts
-    from pfnkit.validation_nuts_bnn_report import plot_bnn_nuts, print_bnn_nuts_table
+    import pfnkit.validation.bnn_nuts as bnn_nuts
+    from pfnkit.validation.bnn_nuts_report import plot_bnn_nuts, print_bnn_nuts_table
 
     cfg = prior.config
     if args.reference == "exact" or cfg.mode != "fixed" or cfg.output == "regression":
@@ -309,7 +313,7 @@ def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
     import priors
-    from pfnkit.posterior_validation import validate_dt_conjugate
+    from pfnkit.validation.dt_exact import validate_dt_conjugate
 
     card = ckpt.card
     prior = priors.make_prior(card["prior_name"], card["prior_config"])
@@ -326,7 +330,7 @@ def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
     if args.json:
         report.write_json(args.json)
     if args.plots:
-        from pfnkit.posterior_plots import plot_dt_posteriors
+        from pfnkit.validation.dt_plots import plot_dt_posteriors
 
         gen = torch.Generator().manual_seed(args.seed + 1)
         tasks = [prior.sample(1, n_obs, 0, generator=gen) for n_obs in (2, 5, 10)]
@@ -339,7 +343,7 @@ def _validate_dt(ckpt: Any, args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _validate_dt_nuts(ckpt: Any, prior: Any, args: argparse.Namespace, argv: list[str]) -> int:
-    from pfnkit.posterior_validation_nuts import validate_dt_nuts
+    from pfnkit.validation.dt_nuts import validate_dt_nuts
 
     def log_joint(theta_SD: Any, task: Any) -> Any:  # one task, S parameter draws
         theta = theta_SD[:, None]
@@ -399,9 +403,9 @@ def _fixed_gp_hyperparameters(card: dict[str, Any], name: str) -> tuple[Any, Any
 def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
-    from pfnkit.attacks import AttackConfig
     from pfnkit.checkpoint import load_checkpoint
-    from pfnkit.robustness_report import plot_attacked_task, robustness_report
+    from pfnkit.robustness.pgd import AttackConfig
+    from pfnkit.robustness.report import plot_attacked_task, robustness_report
 
     ckpt = load_checkpoint(args.checkpoint)
     eps = [float(e) for e in args.eps.split(",")]
@@ -439,7 +443,7 @@ def _robustness_dt(ckpt: Any, eps: list[float], config: Any, args: argparse.Name
 
     import priors
     from pfnkit.reference import conjugate_gmm_posterior
-    from pfnkit.robustness_report import plot_attacked_posterior, posterior_robustness_report
+    from pfnkit.robustness.report import plot_attacked_posterior, posterior_robustness_report
 
     prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
     if prior.config.simulator != "gaussian":

@@ -56,7 +56,7 @@ from sbi.utils import process_prior
 from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from pfnkit.posterior import PosteriorEstimator
+from pfnkit.estimators.posterior import PosteriorEstimator
 from pfnkit.reference.analytic import conjugate_gmm_posterior
 from priors.gmm import GMMPriorConfig
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
-from pfnkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from pfnkit.classifier import PFNClassifier  # noqa: E402
-from pfnkit.data import Batch, Prior  # noqa: E402
-from pfnkit.distributions import BarDistribution, borders_from_samples  # noqa: E402
-from pfnkit.estimators import PFNRegressor  # noqa: E402
-from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig  # noqa: E402
-from pfnkit.posterior import PosteriorEstimator  # noqa: E402
+from pfnkit._version import __version__
+from pfnkit.checkpoint import load_checkpoint, save_checkpoint
+from pfnkit.data import Batch, Prior
+from pfnkit.distributions import BarDistribution, borders_from_samples
+from pfnkit.estimators import PFNClassifier, PFNRegressor, PosteriorEstimator
+from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig
 
 __all__ = [
     "PFN",

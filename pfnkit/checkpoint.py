@@ -161,7 +161,7 @@ def save_checkpoint(
     weights_path = stem.with_suffix(".safetensors")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, weights_path, metadata={"format": "pt"})
-    from pfnkit import __version__
+    from pfnkit._version import __version__
 
     card = {
         "format_version": FORMAT_VERSION,

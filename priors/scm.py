@@ -75,7 +75,9 @@ MAX_FEATURES = 32
 MAX_CLASSES = 10
 _MIXTURE_COMPONENTS = 3
 _MIXTURE_STD = 0.3
-_MIN_SCALE = 1e-12  # as pfnkit.serving: a column whose spread is below this is only centred
+_MIN_SCALE = (
+    1e-12  # as pfnkit.estimators._base: a column whose spread is below this is only centred
+)
 
 
 def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:

@@ -1,6 +1,6 @@
 """`cli.py` with a GP prior that records a fingerprint of every task each DDP rank draws.
 
-tests/test_distributed_training.py runs it as `python tests/ddp_recording_cli.py pretrain
+tests/training/test_distributed_training.py runs it as `python tests/ddp_recording_cli.py pretrain
 --prior recording-gp ... --devices 2 --strategy ddp`; Lightning's ddp strategy relaunches this
 same command once for every further rank. Once the process group is up (training, not the
 bar-border draw every rank makes alike beforehand), each rank appends one line per drawn

@@ -10,7 +10,7 @@ from PIL import Image
 import priors
 from pfnkit.checkpoint import load_checkpoint
 from pfnkit.figures import pyplot, save_figure
-from pfnkit.posterior_plots import plot_dt_posteriors
+from pfnkit.validation.dt_plots import plot_dt_posteriors
 
 
 def test_save_figure_creates_folders_and_closes_the_figure(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 import priors
 from pfnkit.checkpoint import load_checkpoint
-from pfnkit.validation import validate_against_exact_gp
+from pfnkit.validation.gp_exact import validate_against_exact_gp
 
 N_TASKS = 64
 # 90% intervals, 64 tasks x 100 correlated queries: PFN against exact coverage on the same
@@ -45,9 +45,9 @@ def test_the_fisher_regularised_checkpoint_moves_less_under_attack() -> None:
     """Same tasks and attack: gp-rbf-robust's worst-case KL ratio to exact is the lower."""
     import torch
 
-    from pfnkit.attacks import AttackConfig
     from pfnkit.reference.exact_gp import GPHyperparameters
-    from pfnkit.robustness_report import robustness_report
+    from pfnkit.robustness.pgd import AttackConfig
+    from pfnkit.robustness.report import robustness_report
 
     ratios = {}
     for name in ("gp-rbf", "gp-rbf-robust"):
@@ -74,7 +74,7 @@ FUSION_REGRESSION_BOUND = 0.2  # nats; the issue's 0.1 target is not met (0.12-0
 def test_dt_gauss2d_meets_its_card_against_the_exact_posterior() -> None:
     import torch
 
-    from pfnkit.posterior_validation import validate_dt_conjugate
+    from pfnkit.validation.dt_exact import validate_dt_conjugate
 
     ckpt = load_checkpoint("dt-gauss2d")
     prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
@@ -95,7 +95,7 @@ LOGISTIC_REGRESSION_BOUND = 0.35  # nats; the card's 0.1 is not met (0.196 measu
 
 @pytest.mark.slow
 def test_dt_logistic2d_nll_gap_stays_within_its_measured_range() -> None:
-    from pfnkit.posterior_validation_nuts import validate_dt_nuts
+    from pfnkit.validation.dt_nuts import validate_dt_nuts
 
     ckpt = load_checkpoint("dt-logistic2d")
     prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
@@ -121,7 +121,7 @@ BNN_NUTS_BOUND = 0.05
 def test_bnn_clf_meets_its_card_against_importance_sampling_and_nuts() -> None:
     import torch
 
-    from pfnkit.validation_nuts_bnn import BNNNutsValidationConfig, validate_classifier_against_nuts
+    from pfnkit.validation.bnn_nuts import BNNNutsValidationConfig, validate_classifier_against_nuts
     from tests.helpers import ImportanceSamplingPredictive
 
     ckpt = load_checkpoint("bnn-clf")
@@ -150,7 +150,7 @@ GP_STANDARD_ERRORS = 4.0  # a fresh cell's PFN - ML-II gap vs the card's, in com
 
 
 def _gp_report(ckpt, prior, dims, sizes, nuts_tasks):
-    from pfnkit.validation_nuts_gp import GPNutsValidationConfig, validate_gp_against_nuts
+    from pfnkit.validation.gp_nuts import GPNutsValidationConfig, validate_gp_against_nuts
 
     config = GPNutsValidationConfig(n_ctx_sizes=sizes, dims=dims, n_tasks=GP_TASKS,
                                     nuts_tasks=nuts_tasks, seed=2024)  # fmt: skip

@@ -15,8 +15,8 @@ import cli
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.models import PFNConfig
 from pfnkit.reference.mcmc import NUTSConfig
-from pfnkit.validation_nuts_bnn import BNNNutsValidationConfig, validate_classifier_against_nuts
-from pfnkit.validation_nuts_bnn_report import plot_bnn_nuts, print_bnn_nuts_table
+from pfnkit.validation.bnn_nuts import BNNNutsValidationConfig, validate_classifier_against_nuts
+from pfnkit.validation.bnn_nuts_report import plot_bnn_nuts, print_bnn_nuts_table
 from priors.bnn import BNNPrior, BNNPriorConfig
 from tests.helpers import ImportanceSamplingPredictive, make_tiny_pfn
 

@@ -4,7 +4,7 @@ Following Glöckler, Deistler & Macke (arXiv 2305.14984), an attack looks for th
 perturbation δ of the observed data D, inside a ball of radius ε, that moves an inferred
 distribution the most in KL divergence. ε is in units of the data's standard deviation:
 per task, and per attacked quantity (each input feature, the targets, each observation
-dimension). The optimiser is `pfnkit.attacks`; this module says what is perturbed and how
+dimension). The optimiser is `pfnkit.robustness.pgd`; this module says what is perturbed and how
 the divergence is measured:
 
 - `attack_context`: the context inputs and/or targets of any predictor
@@ -32,9 +32,9 @@ from torch.distributions import (
     kl_divergence,
 )
 
-from pfnkit.attacks import AttackConfig, attack_eps_path
 from pfnkit.mixtures import sample_mixture
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive_batch
+from pfnkit.robustness.pgd import AttackConfig, attack_eps_path
 
 __all__ = [
     "TARGETS",

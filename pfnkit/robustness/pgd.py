@@ -5,7 +5,7 @@ posteriors looks, within a ball of radius ε, for the perturbation δ of the obs
 that maximises KL(q(·|D) ‖ q(·|D+δ)). This module is the optimiser alone: projected
 gradient ascent (Madry et al., arXiv 1706.06083) with a random start. It works on
 standardised perturbations ``u_BC`` (B tasks, C attacked coordinates each) and on an
-objective that returns one value per task; `pfnkit.robustness` turns u into data units
+objective that returns one value per task; `pfnkit.robustness.attacks` turns u into data units
 and supplies the KL objectives.
 """
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pfnkit.posterior_validation import validate_dt_conjugate
 from pfnkit.reference import conjugate_gmm_posterior
+from pfnkit.validation.dt_exact import validate_dt_conjugate
 from priors.gmm import GMMPrior, GMMPriorConfig
 
 FLOAT64_EXACT = 1e-8  # the same closed form along two routes (sequential vs joint)

@@ -20,7 +20,7 @@ from priors.bnn import BNNPrior, BNNPriorConfig, mlp_forward, unflatten_paramete
 STANDARD_ERRORS = 4.0  # statistical comparisons: within this many standard errors
 FLOAT64_ATOL = 1e-10  # float64 identities (batched vs loop, formula vs formula)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {
     "num_features": 2,
     "depth": 1,

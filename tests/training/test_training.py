@@ -15,8 +15,8 @@ from pfnkit.training import (
     TrainConfig,
     initial_model,
     pretrain,
-    warmup_cosine,
 )
+from pfnkit.training.module import warmup_cosine
 from priors.gp import GPPrior, GPPriorConfig
 
 LOSS_DROP = 0.1  # nats per query point on held-out tasks after 50 steps

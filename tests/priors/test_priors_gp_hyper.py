@@ -16,7 +16,7 @@ from sklearn.gaussian_process import kernels as sk
 import priors
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STANDARD_ERRORS = 4.0  # statistical comparisons: within this many standard errors
 KS_MIN_PVALUE = 1e-3  # distribution checks: reject only clear mismatches
 FLOAT32_ATOL = 1e-6  # float32 outputs of a float64 computation

@@ -13,9 +13,9 @@ from scipy.stats import norm
 
 from pfnkit import PFNClassifier
 from pfnkit.checkpoint import save_checkpoint
-from pfnkit.classifier import draw_feature_orders
+from pfnkit.estimators.classifier import draw_feature_orders
+from pfnkit.estimators.tables import UNKNOWN_CATEGORY_CODE
 from pfnkit.models import PFNConfig
-from pfnkit.tables import UNKNOWN_CATEGORY_CODE
 from tests.helpers import make_tiny_pfn
 
 FLOAT64_ATOL = 1e-10  # float64 identities up to summation order (rows permuted, cached or not)

@@ -13,7 +13,7 @@ from sklearn.base import RegressorMixin
 from sklearn.utils.validation import validate_data
 
 from pfnkit.distributions import BarDistribution
-from pfnkit.serving import DTYPES, CheckpointEstimator, DataMapping
+from pfnkit.estimators._base import DTYPES, CheckpointEstimator, DataMapping
 
 __all__ = ["DataMapping", "PFNRegressor"]
 

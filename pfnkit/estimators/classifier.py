@@ -29,8 +29,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch.distributions import Categorical
 
 from pfnkit.checkpoint import resolve_checkpoint
-from pfnkit.serving import DTYPES, CheckpointEstimator, DataMapping, pad_features
-from pfnkit.tables import TablePreprocessor
+from pfnkit.estimators._base import DTYPES, CheckpointEstimator, DataMapping, pad_features
+from pfnkit.estimators.tables import TablePreprocessor
 
 __all__ = ["PFNClassifier", "draw_feature_orders"]
 
@@ -121,7 +121,7 @@ class PFNClassifier(ClassifierMixin, CheckpointEstimator):
             default) reads the columns as given; k > 1 adds k - 1 distinct random orders
             (all d! of them when d! <= k). 4 to 8 are worth their cost on real tables.
         preprocessing: numeric columns before the card's mapping: "none", or "quantile"
-            for normal scores of their context quantiles (`pfnkit.tables`).
+            for normal scores of their context quantiles (`pfnkit.estimators.tables`).
         categorical_features: "auto" (columns that hold strings), column indices or a
             boolean mask. Categorical columns get ordinal codes of their sorted context
             categories; a category unseen in fit gets the code -1.

@@ -8,8 +8,8 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from pfnkit.checkpoint import save_checkpoint
+from pfnkit.estimators.posterior import PosteriorEstimator
 from pfnkit.models import DistributionTransformer, DTConfig
-from pfnkit.posterior import PosteriorEstimator
 from tests.helpers import make_tiny_pfn
 
 FLOAT64_EXACT = 1e-10

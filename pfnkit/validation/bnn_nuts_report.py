@@ -14,7 +14,7 @@ from pfnkit.metrics import mean_or_none, stderr_or_none
 from pfnkit.reference.nuts_classifier import GATED_ON
 
 if TYPE_CHECKING:
-    from pfnkit.validation_nuts_bnn import BNNNutsValidationConfig
+    from pfnkit.validation.bnn_nuts import BNNNutsValidationConfig
 
 __all__ = [
     "BNNNutsReport",

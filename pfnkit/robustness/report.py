@@ -21,16 +21,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pfnkit.attacks import AttackConfig
 from pfnkit.data import Batch
 from pfnkit.figures import pyplot, save_figure
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
-from pfnkit.robustness import (
+from pfnkit.robustness.attacks import (
     ContextAttack,
     attack_context,
     attack_observations,
     exact_gp_predictor,
 )
+from pfnkit.robustness.pgd import AttackConfig
 
 __all__ = [
     "EpsRobustness",
@@ -416,7 +416,7 @@ def plot_attacked_posterior(
     Each panel shows the clean and attacked observations and posterior contours.
     """
     from pfnkit.mixtures import mixture_task
-    from pfnkit.posterior_plots import ContourPanel, plot_posterior_contours
+    from pfnkit.validation.dt_plots import ContourPanel, plot_posterior_contours
 
     panels = []
     for label, fn in zip(("model", "exact"), posterior_fns, strict=True):

@@ -1,4 +1,4 @@
-"""Adversarial attacks (pfnkit.attacks, pfnkit.robustness) against closed forms and oracles."""
+"""Adversarial attacks (pfnkit.robustness) against closed forms and oracles."""
 
 from __future__ import annotations
 
@@ -16,23 +16,23 @@ from torch.distributions import (
 )
 
 import cli
-from pfnkit.attacks import (
+from pfnkit.distributions import BarDistribution
+from pfnkit.mixtures import sample_mixture
+from pfnkit.reference.analytic import conjugate_gmm_posterior
+from pfnkit.reference.exact_gp import GPHyperparameters
+from pfnkit.robustness.attacks import (
+    attack_context,
+    attack_observations,
+    data_scale,
+    exact_gp_predictor,
+)
+from pfnkit.robustness.pgd import (
     NORMS,
     AttackConfig,
     attack_eps_path,
     ball_norm,
     project_to_ball,
     random_in_ball,
-)
-from pfnkit.distributions import BarDistribution
-from pfnkit.mixtures import sample_mixture
-from pfnkit.reference.analytic import conjugate_gmm_posterior
-from pfnkit.reference.exact_gp import GPHyperparameters
-from pfnkit.robustness import (
-    attack_context,
-    attack_observations,
-    data_scale,
-    exact_gp_predictor,
 )
 
 # Tolerances, one per class of comparison.

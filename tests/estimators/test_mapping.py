@@ -11,8 +11,8 @@ import torch
 
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.estimators import PFNRegressor
+from pfnkit.estimators._base import pad_features
 from pfnkit.models import PFNConfig
-from pfnkit.serving import pad_features
 from priors.gp import GPPrior, GPPriorConfig
 from tests.helpers import make_tiny_pfn
 

@@ -17,7 +17,7 @@ from pfnkit.models import PFNConfig
 from pfnkit.training import TrainConfig, initial_model
 from priors.gp import GPPrior, GPPriorConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS, BATCH, WORLD = 3, 4, 2
 
 

@@ -13,13 +13,13 @@ import cli
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.models import PFNConfig
 from pfnkit.reference.mcmc import NUTSConfig
-from pfnkit.validation_nuts_gp import (
+from pfnkit.validation.gp_nuts import (
     CellResult,
     GPNutsValidationConfig,
     TaskScores,
     validate_gp_against_nuts,
 )
-from pfnkit.validation_nuts_gp_report import plot_nll_by_context, print_gp_nuts_table
+from pfnkit.validation.gp_nuts_report import plot_nll_by_context, print_gp_nuts_table
 from priors.gp import GPPrior, GPPriorConfig
 from tests.helpers import make_tiny_pfn
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from pfnkit.classifier import PFNClassifier
 from pfnkit.estimators import PFNRegressor
+from pfnkit.estimators.classifier import PFNClassifier
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GP10_TINY = DATA / "gp10-tiny.safetensors"
 CLF_TINY = DATA / "clf-tiny.safetensors"
 

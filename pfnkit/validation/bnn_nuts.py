@@ -43,7 +43,7 @@ from torch.distributions import Distribution
 from pfnkit.data import Batch
 from pfnkit.reference.mcmc import NUTSConfig
 from pfnkit.reference.nuts_classifier import nuts_class_predictive
-from pfnkit.validation_nuts_bnn_report import (
+from pfnkit.validation.bnn_nuts_report import (
     BNNNutsReport,
     ClassCellResult,
     ClassTaskScores,

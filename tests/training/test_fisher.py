@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pfnkit.fisher import fisher_trace_estimate
+from pfnkit.training.fisher import fisher_trace_estimate
 
 FLOAT64_EXACT = 1e-10  # identical algebra in float64
 STATISTICAL = 0.05  # relative error of a 4000-draw Hutchinson average

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from pfnkit.models.distribution_transformer import gmm
-from pfnkit.posterior_validation_nuts import evidence_nll, validate_dt_nuts
 from pfnkit.reference import conjugate_gmm_posterior
 from pfnkit.reference.mcmc import NUTSConfig
+from pfnkit.validation.dt_nuts import evidence_nll, validate_dt_nuts
 from priors.gmm import GMMPrior, GMMPriorConfig
-from tests.test_posterior_validation import OBS_COV, ExactPosterior
+from tests.validation.test_validate_dt_exact import OBS_COV, ExactPosterior
 
 IS_TOL = 0.02  # nats: defensive importance sampling with 20k draws on a 2-D posterior
 C2ST_CHANCE = 0.1  # accuracy within 0.5 ± 0.1 for identical distributions

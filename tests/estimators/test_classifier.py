@@ -149,7 +149,7 @@ def test_nan_and_wrong_feature_counts_are_rejected(clf3: str) -> None:
     x_nan[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         PFNClassifier(checkpoint=clf3).fit(x_nan, y)
-    # more features than the checkpoint reads: random subsets (tests/test_classifier_tables.py)
+    # more features than the checkpoint reads: random subsets (test_classifier_tables.py)
     with pytest.warns(UserWarning, match="X has 4 features but checkpoint 'clf3' reads at most 3"):
         PFNClassifier(checkpoint=clf3).fit(np.zeros((6, 4)), np.arange(6) % 2)
     clf = PFNClassifier(checkpoint=clf3).fit(x, y)

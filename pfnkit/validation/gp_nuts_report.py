@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from pfnkit.figures import pyplot, save_figure
-from pfnkit.validation_nuts_gp import GPNutsReport
+from pfnkit.validation.gp_nuts import GPNutsReport
 
 __all__ = ["plot_nll_by_context", "print_gp_nuts_table"]
 

@@ -1,0 +1,1 @@
+"""Adversarial robustness of checkpoints and of exact inference on the same tasks."""

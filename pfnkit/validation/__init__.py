@@ -1,0 +1,1 @@
+"""Validation of checkpoints against exact inference: one module per (target, oracle) pair."""
