@@ -22,6 +22,7 @@ __all__ = [
     "checkpoint_dir",
     "load_checkpoint",
     "model_kind",
+    "record_validation",
     "resolve_checkpoint",
     "save_checkpoint",
     "sha256_of",
@@ -183,6 +184,24 @@ def save_checkpoint(
     }
     card_path = stem.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card_path
+
+
+def record_validation(
+    name_or_path: str | Path, figures: dict[str, Any], *, command: str, **context: Any
+) -> Path:
+    """Record validation figures on a checkpoint's card and refresh its folder's manifest.
+
+    The one writer of a card after `save_checkpoint`: the card's ``validation`` becomes
+    ``{"command": command, **context, **figures}`` (a report's `to_dict()` as `figures`,
+    run settings such as ``n_tasks`` as `context`). The weights and their sha256 are not
+    touched. Returns the card's path.
+    """
+    _, card_path, _ = resolve_checkpoint(name_or_path)
+    card = json.loads(card_path.read_text())
+    card["validation"] = {"command": command, **context, **figures}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_manifest(card_path.parent)
     return card_path
 
 

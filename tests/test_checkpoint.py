@@ -104,3 +104,18 @@ def test_classification_pfn_round_trips_without_borders(tmp_path: Path) -> None:
         atol=FLOAT32_ATOL,
         rtol=0,
     )
+
+
+def test_record_validation_writes_the_card_and_the_manifest(tiny_checkpoint) -> None:
+    from pfnkit.checkpoint import load_checkpoint, record_validation
+
+    card_path = record_validation(
+        tiny_checkpoint, {"mean_gap": 0.01, "passed": True}, command="pytest", n_tasks=3
+    )
+    card = json.loads(card_path.read_text())
+    assert card["validation"] == {
+        "command": "pytest", "n_tasks": 3, "mean_gap": 0.01, "passed": True
+    }  # fmt: skip
+    manifest = json.loads((card_path.parent / "manifest.json").read_text())
+    assert manifest["tiny"]["validation"]["mean_gap"] == 0.01
+    assert load_checkpoint(tiny_checkpoint).card["validation"]["n_tasks"] == 3  # sha256 holds
