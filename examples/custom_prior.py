@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         n_border_tasks=500,
     )
     with tempfile.TemporaryDirectory() as run_dir:
-        model = pretrain(model_config, prior, train_config, run_dir=run_dir)
+        model = pretrain(model_config, prior, train_config, run_dir=run_dir).model
 
     generator = torch.Generator().manual_seed(1)
     print(f"{'n_ctx':>6} {'PFN NLL':>9} {'exact NLL':>10} {'gap':>8}")

@@ -55,10 +55,31 @@ def model_kind(model: nn.Module) -> str:
     raise TypeError(f"cannot save a {type(model).__name__}; known: {sorted(_MODEL_KINDS)}")
 
 
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the checkout, when run from one
+_PACKAGED = Path(__file__).resolve().parent / "_checkpoints"  # the wheel's copy of checkpoints/
+
+
 def checkpoint_dir() -> Path:
-    """`$PFNKIT_CHECKPOINTS` if set, else the repository's `checkpoints/` folder."""
+    """The folder that short checkpoint names (``gp-rbf``, ...) resolve in.
+
+    The first of:
+
+    1. ``$PFNKIT_CHECKPOINTS``, when set (and not empty): your own folder wins.
+    2. ``checkpoints/`` of the source checkout that pfnkit is imported from (a clone,
+       or an editable install), so checkpoints written there are found at once.
+    3. The checkpoints shipped inside the installed package (``pfnkit/_checkpoints``,
+       the wheel's copy of ``checkpoints/``); read-only in a shared site-packages, so
+       write new checkpoints to a path of your own or to ``$PFNKIT_CHECKPOINTS``.
+
+    Paths bypass this lookup (see `resolve_checkpoint`); loading checks the weights'
+    sha256 whichever folder they come from.
+    """
     env = os.environ.get("PFNKIT_CHECKPOINTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "checkpoints"
+    if env:
+        return Path(env)
+    if (_SOURCE_ROOT / "pyproject.toml").is_file() and (_SOURCE_ROOT / "checkpoints").is_dir():
+        return _SOURCE_ROOT / "checkpoints"
+    return _PACKAGED
 
 
 def sha256_of(path: str | Path) -> str:
@@ -93,7 +114,17 @@ def available_checkpoints() -> list[str]:
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> tuple[str, Path, Path]:
-    """Return (name, card path, weights path) for a short name or a path to either file."""
+    """Return (name, card path, weights path) for a short name or a path.
+
+    In this order: an existing ``.json`` or ``.safetensors`` file; a path stem with a
+    folder (``out/my-gp``, ``/abs/my-gp``) whose ``.json`` exists; else a short name in
+    `checkpoint_dir()` (``$PFNKIT_CHECKPOINTS``, a checkout's ``checkpoints/``, or the
+    checkpoints installed with pfnkit).
+
+    Raises:
+        ValueError: a short name that `checkpoint_dir()` does not hold.
+        FileNotFoundError: a card without its weights file.
+    """
     path = Path(name_or_path)
     if path.suffix in (".json", ".safetensors") and path.exists():
         stem = path.with_suffix("")
@@ -104,7 +135,8 @@ def resolve_checkpoint(name_or_path: str | Path) -> tuple[str, Path, Path]:
         if not stem.with_suffix(".json").exists():
             raise ValueError(
                 f"unknown checkpoint {str(name_or_path)!r}; available in {checkpoint_dir()}: "
-                f"{available_checkpoints()} (or pass a path to a .safetensors/.json file)"
+                f"{available_checkpoints()} (or pass a path to a .safetensors/.json file, "
+                "or set $PFNKIT_CHECKPOINTS to a folder of checkpoints)"
             )
     card_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if not weights_path.exists():
@@ -155,8 +187,13 @@ def save_checkpoint(
     tolerances: dict[str, float] | None = None,
     training: dict[str, float] | None = None,
     description: str = "",
+    reference: str | None = None,
 ) -> Path:
-    """Write `path.safetensors` and `path.json`; return the card's path."""
+    """Write `path.safetensors` and `path.json`; return the card's path.
+
+    `reference` names the validator that checks the checkpoint (a key of
+    `pfnkit.validation.VALIDATORS`, e.g. "gp-exact"); None names none.
+    """
     stem = Path(path).with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
     weights_path = stem.with_suffix(".safetensors")
@@ -178,6 +215,7 @@ def save_checkpoint(
         "training": training or {},
         "data_mapping": data_mapping or {"x": "identity", "y": "identity"},
         "tolerances": tolerances or {},
+        "reference": reference,
         "validation": {},
         "command": command,
         "sha256": sha256_of(weights_path),

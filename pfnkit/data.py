@@ -10,7 +10,19 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "Prior", "check_finite"]
+__all__ = [
+    "MODEL_KINDS",
+    "Batch",
+    "GPRegressionPrior",
+    "LogJointPrior",
+    "PretrainPrior",
+    "Prior",
+    "check_finite",
+    "prior_card_data_mapping",
+    "prior_model_sizes",
+]
+
+MODEL_KINDS = ("pfn", "dt")  # a PFN head, or a Distribution Transformer
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,120 @@ class Prior(Protocol):
     def sample(
         self, batch_size: int, n_ctx: int, n_qry: int, *, generator: torch.Generator
     ) -> Batch: ...
+
+
+@runtime_checkable
+class LogJointPrior(Prior, Protocol):
+    """A prior whose tasks have a finite parameter vector θ and a log-joint for MCMC references.
+
+    One signature for every such prior: S parameter draws of ONE task in, S log densities
+    out. It runs in the dtype of ``params_SP`` (use float64 for MCMC) and is differentiable
+    in it.
+    """
+
+    def log_joint(self, params_SP: Tensor, task: Batch) -> Tensor:
+        """log p(θ) + log p(task's context | θ) for each of S draws θ, shape (S,).
+
+        Args:
+            params_SP: S parameter vectors of length P (the layout of the prior's
+                ``meta`` ground truth).
+            task: a one-task `Batch` (batch size 1) holding the context and the meta the
+                prior needs (e.g. that task's own mixture prior over θ).
+        """
+        ...
+
+
+@runtime_checkable
+class GPRegressionPrior(Prior, Protocol):
+    """A prior of GP regression tasks: what the GP validators ask of it.
+
+    Tasks have ``d`` used features (the rest zero) and per-task GP hyperparameters that the
+    prior either fixes or draws from hyperpriors.
+    """
+
+    @property
+    def has_hyperpriors(self) -> bool:
+        """True when a task's hyperparameters are drawn (the Bayes reference is then NUTS)."""
+        ...
+
+    def feature_range(self) -> tuple[int, int]:
+        """The fewest and the most used features d a task can have."""
+        ...
+
+    def input_range(self) -> tuple[float, float] | None:
+        """The interval every input feature is drawn from; None if unbounded (for plots)."""
+        ...
+
+    def gp_hyperparameters(self, task: Batch) -> dict[str, Any]:
+        """The GP a one-task batch was drawn from, in the units of its x.
+
+        Returns:
+            ``kernel`` (str), ``lengthscale`` (float64 tensor, one per feature),
+            ``outputscale`` and ``noise`` (floats): the keyword arguments of
+            ``pfnkit.reference.exact_gp.GPHyperparameters``.
+        """
+        ...
+
+    def sample(
+        self,
+        batch_size: int,
+        n_ctx: int,
+        n_qry: int,
+        *,
+        generator: torch.Generator,
+        num_used_features: int | None = None,
+    ) -> Batch:
+        """Draw tasks; ``num_used_features`` fixes d for every task (else d is drawn)."""
+        ...
+
+
+@runtime_checkable
+class PretrainPrior(Prior, Protocol):
+    """A prior that answers what pretraining on it needs: model input sizes, the card's mapping.
+
+    Both methods are optional for a `Prior`; `prior_model_sizes` and
+    `prior_card_data_mapping` call them where they exist and fall back to a documented
+    default where they do not.
+    """
+
+    def model_sizes(self, kind: str) -> dict[str, int]:
+        """The input sizes of a model of `kind` ("pfn" or "dt") trained on this prior.
+
+        A PFN gets ``num_features`` (and ``n_classes`` for a classification head); a
+        Distribution Transformer gets ``dim``, ``obs_dim`` and ``k_max``. Raises a
+        ValueError for a kind the prior cannot train.
+        """
+        ...
+
+    def card_data_mapping(self, declared: dict[str, str] | None) -> dict[str, str] | None:
+        """The card's data mapping: `declared` checked against the prior and completed.
+
+        Raises a ValueError when `declared` contradicts how the prior presents data.
+        """
+        ...
+
+
+def prior_model_sizes(prior: Prior, kind: str) -> dict[str, int]:
+    """`prior.model_sizes(kind)`, or the default for a prior without that method.
+
+    The default reads a PFN's ``num_features`` off one sampled task (a regression head);
+    a Distribution Transformer gets no sizes, so its config must give them.
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+    if hasattr(prior, "model_sizes"):
+        return dict(prior.model_sizes(kind))
+    if kind == "dt":
+        return {}
+    task = prior.sample(1, 1, 1, generator=torch.Generator().manual_seed(0))
+    return {"num_features": task.num_features}
+
+
+def prior_card_data_mapping(prior: Prior, declared: dict[str, str] | None) -> dict[str, str] | None:
+    """`prior.card_data_mapping(declared)`, or `declared` unchanged without that method."""
+    if hasattr(prior, "card_data_mapping"):
+        return prior.card_data_mapping(declared)
+    return declared
 
 
 def check_finite(name: str, tensor: Tensor) -> None:

@@ -4,6 +4,7 @@ the task-average helpers validation reports share."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 import torch
@@ -38,13 +39,15 @@ def interval_coverage(dist: Distribution, y: Tensor, levels: Sequence[float]) ->
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:
-    """Mean of per-task figures; None when there are none (e.g. no trusted reference run)."""
-    return sum(values) / len(values) if values else None
+    """Mean of per-task figures; None when there are none (e.g. no trusted reference run).
+
+    The one mean-over-tasks helper of pfnkit's reports, with `stderr_or_none`.
+    """
+    return statistics.fmean(values) if len(values) else None
 
 
 def stderr_or_none(values: Sequence[float]) -> float | None:
     """Standard error of the mean (sample std / sqrt(n)); None for fewer than two values."""
     if len(values) < 2:
         return None
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+    return statistics.stdev(values) / math.sqrt(len(values))

@@ -325,9 +325,17 @@ class BNNPrior:
         label_SN1 = y_N.long().expand(log_p_SNC.shape[:-1]).unsqueeze(-1)
         return log_p_SNC.gather(-1, label_SN1).squeeze(-1).sum(-1)
 
-    def log_joint(self, params_SP: Tensor, x_ND: Tensor, y_N: Tensor) -> Tensor:
-        """log p(params) + log p(y | x, params) for one task's data; shape (S,)."""
+    def log_joint(self, params_SP: Tensor, task: Batch) -> Tensor:
+        """log p(params) + log p(y | x, params) of a one-task batch's context; shape (S,)."""
+        if task.batch_size != 1:
+            raise ValueError(f"log_joint takes a one-task batch, got {task.batch_size} tasks")
+        x_ND, y_N = task.x_ctx[0].to(params_SP), task.y_ctx[0].to(params_SP)
         return self.log_prior(params_SP) + self.log_likelihood(params_SP, x_ND, y_N)
+
+    @property
+    def is_fixed_classifier(self) -> bool:
+        """One fixed architecture and a class likelihood: the NUTS reference's setting."""
+        return self.config.mode == "fixed" and self.config.output == "classification"
 
     def predictive(self, params_SP: Tensor, x_MD: Tensor) -> Distribution:
         """p(y | x, params) at M inputs, batch shape (S, M): Normal, Bernoulli or Categorical."""
@@ -340,6 +348,18 @@ class BNNPrior:
         if cfg.binary_logit:
             return Bernoulli(logits=f_SMO[..., 0], validate_args=validate)
         return Categorical(logits=f_SMO, validate_args=validate)
+
+    def model_sizes(self, kind: str) -> dict[str, int]:
+        """A PFN's input width, and its head's class count for classification."""
+        if kind != "pfn":
+            raise ValueError(f"a BNN prior trains a PFN ([model] kind = 'pfn'), not {kind!r}")
+        if self.config.output == "classification":
+            return {"num_features": self.config.num_features, "n_classes": self.config.n_classes}
+        return {"num_features": self.config.num_features}
+
+    def card_data_mapping(self, declared: dict[str, str] | None) -> dict[str, str] | None:
+        """`declared` unchanged: the BNN prior presents data in no special way."""
+        return declared
 
     def sample(
         self,

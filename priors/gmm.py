@@ -243,6 +243,19 @@ class GMMPrior:
         label_BN = (u_BN < torch.sigmoid(logit_BN)).to(torch.float64)
         return torch.cat([design_BND, label_BN.unsqueeze(-1)], dim=-1)
 
+    def model_sizes(self, kind: str) -> dict[str, int]:
+        """A Distribution Transformer's θ dimension, observation length and component count."""
+        if kind != "dt":
+            raise ValueError(
+                f"a GMM prior trains a Distribution Transformer ([model] kind = 'dt'), not {kind!r}"
+            )
+        cfg = self.config
+        return {"dim": cfg.dim, "obs_dim": cfg.obs_dim, "k_max": cfg.k_max}
+
+    def card_data_mapping(self, declared: dict[str, str] | None) -> dict[str, str] | None:
+        """`declared` unchanged: a GMM prior has no tabular data mapping to check."""
+        return declared
+
     def sample(
         self,
         batch_size: int,
@@ -322,6 +335,36 @@ class GMMPrior:
         log_comp_BK = _mvn_log_density(theta_BD.unsqueeze(-2), means_BKD, scale_tril_BKDD)
         return torch.logsumexp(logits_BK + log_comp_BK, dim=-1)
 
-    def log_joint(self, theta_BD: Tensor, batch: Batch) -> Tensor:
-        """log p(θ) + log p(x_ctx | θ) for each task of ``batch``; shape (B,)."""
-        return self.log_prior(theta_BD, batch.meta) + self.log_likelihood(theta_BD, batch.x_ctx)
+    def log_joint(self, params_SP: Tensor, task: Batch) -> Tensor:
+        """log p(θ) + log p(x_ctx | θ) for S draws θ of one task (`pfnkit.data.LogJointPrior`).
+
+        Args:
+            params_SP: S draws of θ, shape (S, d); the dtype sets the precision.
+            task: a one-task batch (as `sample` returns it) with its mixture prior in meta.
+
+        Returns:
+            Shape (S,); differentiable in ``params_SP``.
+        """
+        if task.batch_size != 1 or params_SP.ndim != 2:
+            raise ValueError(
+                f"log_joint takes θ (S, d) and a one-task batch, got θ {tuple(params_SP.shape)} "
+                f"and {task.batch_size} tasks; use batch.task(i) for task i"
+            )
+        theta_S1D = params_SP[:, None]
+        log_lik_S1 = self.log_likelihood(theta_S1D, task.x_ctx)
+        return (log_lik_S1 + self.log_prior(theta_S1D, task.meta))[:, 0]
+
+    @property
+    def is_conjugate(self) -> bool:
+        """True for the "gaussian" simulator, whose exact posterior is a GMM again."""
+        return self.config.simulator == "gaussian"
+
+    @property
+    def obs_cov(self) -> Tensor:
+        """(d, d) observation covariance of the "gaussian" simulator, float64."""
+        if not self.is_conjugate:
+            raise ValueError(
+                f"obs_cov belongs to the 'gaussian' simulator; this prior's simulator is "
+                f"{self.config.simulator!r}"
+            )
+        return torch.tensor(self.config.obs_cov, dtype=torch.float64)

@@ -275,6 +275,65 @@ class GPPrior:
     def __init__(self, config: GPPriorConfig | None = None) -> None:
         self.config = config or GPPriorConfig()
 
+    def fixed_gp_hyperparameters(self) -> dict[str, Any]:
+        """The one GP that every task is drawn from, as plain data (for exact references).
+
+        Returns:
+            "kernel", "lengthscale" (a list, one per feature, in the units of the sampled
+            x), "outputscale" and "noise" (variances).
+
+        Raises:
+            ValueError: some hyperparameter, or a d-scaled lengthscale, varies per task,
+                so the tasks come from no single GP.
+        """
+        cfg = self.config
+        named = [("outputscale", cfg.outputscale), ("noise", cfg.noise)]
+        named += [(f"lengthscale[{i}]", h) for i, h in enumerate(cfg.lengthscale)]
+        drawn = {name: h.family for name, h in named if h.family != "fixed"}
+        d_scaled = "sqrt" in (cfg.lengthscale_scaling, cfg.feature_rescale)
+        if cfg.num_features_min < cfg.num_features and d_scaled:
+            drawn["lengthscale"] = "scaled by the drawn feature count"
+        if drawn:
+            raise ValueError(
+                f"this GP prior draws hyperparameters per task ({drawn}), so its tasks come "
+                "from no single GP; fix them (family 'fixed') for an exact reference"
+            )
+        factor = math.sqrt(cfg.num_features) if cfg.lengthscale_scaling == "sqrt" else 1.0
+        return {
+            "kernel": cfg.kernel,
+            "lengthscale": [h.a * factor for h in cfg.lengthscale],
+            "outputscale": cfg.outputscale.a,
+            "noise": cfg.noise.a,
+        }
+
+    def input_range(self) -> tuple[float, float] | None:
+        """The interval (x_low, x_high) every input feature is drawn from; None if unbounded."""
+        cfg = self.config
+        if cfg.x_distribution != "uniform" or cfg.feature_rescale != "none":
+            return None
+        return (cfg.x_low, cfg.x_high)
+
+    @property
+    def has_hyperpriors(self) -> bool:
+        """True when tasks draw their hyperparameters (`pfnkit.data.GPRegressionPrior`)."""
+        return self.config.has_hyperpriors
+
+    def feature_range(self) -> tuple[int, int]:
+        """The fewest and the most used features d a task has."""
+        return self.config.num_features_min, self.config.num_features
+
+    def gp_hyperparameters(self, task: Batch) -> dict[str, Any]:
+        """The GP a one-task batch was drawn from (its meta), in the units of its x."""
+        if task.batch_size != 1:
+            raise ValueError(f"gp_hyperparameters takes a one-task batch, got {task.batch_size}")
+        meta = task.meta
+        return {
+            "kernel": self.config.kernel,
+            "lengthscale": meta["lengthscale"][0].double(),
+            "outputscale": float(meta["outputscale"][0]),
+            "noise": float(meta["noise"][0]),
+        }
+
     def sample_hyperparameters(self, batch_size: int, generator: torch.Generator) -> dict:
         """Drawn lengthscales (B, D), outputscale (B,) and noise (B,), before any d-scaling."""
         cfg = self.config
@@ -311,6 +370,28 @@ class GPPrior:
             return torch.randn(shape, generator=generator, dtype=torch.float64)
         u_BTD = torch.rand(shape, generator=generator, dtype=torch.float64)
         return cfg.x_low + (cfg.x_high - cfg.x_low) * u_BTD
+
+    def model_sizes(self, kind: str) -> dict[str, int]:
+        """A regression PFN's input width (`pfnkit.data.PretrainPrior`)."""
+        if kind != "pfn":
+            raise ValueError(f"a GP prior trains a PFN ([model] kind = 'pfn'), not {kind!r}")
+        return {"num_features": self.config.num_features}
+
+    def card_data_mapping(self, declared: dict[str, str] | None) -> dict[str, str] | None:
+        """`declared` with pad_rescale set to (and checked against) the prior's feature_rescale."""
+        rescale = self.config.feature_rescale
+        given = declared or {}
+        if given.get("pad_rescale", rescale) != rescale or (
+            rescale != "none" and given.get("features") != "pad"
+        ):
+            raise ValueError(
+                f"[prior] feature_rescale = {rescale!r} needs [card] data_mapping with "
+                f'features = "pad" and pad_rescale = {rescale!r} (got {declared}), so that '
+                "the estimators rescale padded features as the prior did"
+            )
+        if declared is None or rescale == "none":
+            return declared
+        return {**declared, "pad_rescale": rescale}
 
     def sample(
         self,

@@ -36,7 +36,7 @@ al., arXiv 2207.01848; Müller et al., arXiv 2112.10510).
   index) and C - 1 distinct cut ranks are drawn uniformly from 1..T-1, so every class
   holds at least one row. The C rank bins get a random permutation of the labels
   0..C-1, stored as floats. A classifier head has num_classes_max outputs
-  (`SCMPriorConfig.n_classes`, which the CLI reads).
+  (`SCMPriorConfig.n_classes`, which `SCMPrior.model_sizes` reports).
 """
 
 from __future__ import annotations
@@ -417,6 +417,16 @@ class SCMPrior:
             y_qry=y_BT[:, n_ctx:].to(dtype),
             meta={key: value.to(dtype) for key, value in meta.items()},
         )
+
+    def model_sizes(self, kind: str) -> dict[str, int]:
+        """A PFN classifier's input width and head width (num_classes_max)."""
+        if kind != "pfn":
+            raise ValueError(f"an SCM prior trains a PFN ([model] kind = 'pfn'), not {kind!r}")
+        return {"num_features": self.config.num_features, "n_classes": self.config.n_classes}
+
+    def card_data_mapping(self, declared: dict[str, str] | None) -> dict[str, str] | None:
+        """`declared` unchanged: the SCM prior adds nothing to check."""
+        return declared
 
     def sample(
         self,

@@ -12,11 +12,20 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from pfnkit.models import PFN, PFNConfig
+from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig
 
-__all__ = ["TINY_CONFIG", "ImportanceSamplingPredictive", "make_tiny_pfn"]
+__all__ = [
+    "TINY_CLF_CONFIG",
+    "TINY_CONFIG",
+    "TINY_DT_CONFIG",
+    "ImportanceSamplingPredictive",
+    "make_tiny_dt",
+    "make_tiny_pfn",
+]
 
 TINY_CONFIG = PFNConfig(num_features=2, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_bars=20)
+TINY_CLF_CONFIG = PFNConfig(num_features=2, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_classes=3)
+TINY_DT_CONFIG = DTConfig(dim=2, obs_dim=2, k_max=4, d_model=32, n_heads=4, n_layers=2, d_ff=64)
 
 
 def load_script(path: Path, name: str | None = None) -> ModuleType:
@@ -37,6 +46,12 @@ def make_tiny_pfn(config: PFNConfig = TINY_CONFIG, seed: int = 0) -> PFN:
     with torch.no_grad():
         model.query_marker.normal_()
     return model.eval()
+
+
+def make_tiny_dt(config: DTConfig = TINY_DT_CONFIG, seed: int = 0) -> DistributionTransformer:
+    """A randomly initialised float64 Distribution Transformer in eval mode."""
+    torch.manual_seed(seed)
+    return DistributionTransformer(config).double().eval()
 
 
 class ImportanceSamplingPredictive(nn.Module):

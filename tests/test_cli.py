@@ -43,6 +43,7 @@ def test_pretrain_writes_a_loadable_checkpoint_with_its_command(tmp_path: Path) 
     assert loaded.card["model_config"]["d_model"] == 32
     assert loaded.card["sha256"] == sha256_of(out.with_suffix(".safetensors"))
     assert loaded.card["tolerances"] == {"nll_gap_mean": 0.05, "nll_gap_max": 0.1}
+    assert loaded.card["reference"] == "gp-exact"  # from the TOML's [card]
     assert json.loads((tmp_path / "manifest.json").read_text())["smoke"]["sha256"]
 
 
@@ -72,6 +73,8 @@ def test_validate_exits_1_when_the_gap_exceeds_the_card_tolerance(
 ) -> None:
     card_path = tiny_checkpoint.with_suffix(".json")
     card = json.loads(card_path.read_text())
+    card["reference"] = "gp-exact"  # the validator the card names
+    card_path.write_text(json.dumps(card))
     argv = ["validate", "--checkpoint", str(tiny_checkpoint), "--tasks", "3", "--sizes", "1,4",
             "--n-qry", "5", "--json", str(tmp_path / "report.json"), "--no-progress"]  # fmt: skip
     plots = tmp_path / "plots"
@@ -152,14 +155,20 @@ def test_readme_command_runs(command: str, tmp_path: Path, monkeypatch) -> None:
         assert _run_example(script, args) == 0
 
 
-def test_model_config_takes_the_class_count_from_a_classification_prior() -> None:
-    from types import SimpleNamespace
+def test_model_config_takes_its_sizes_from_the_prior() -> None:
+    import priors
 
-    def prior(**config) -> SimpleNamespace:
-        return SimpleNamespace(config=SimpleNamespace(num_features=3, **config))
+    def bnn(**config) -> object:
+        return priors.make_prior("bnn", {"num_features": 3, **config})
 
-    binary = prior(n_classes=2, output="classification")
+    binary = bnn(n_classes=2, output="classification")
     assert cli._model_config(binary, {"n_bars": 10}).n_classes == 2
     assert cli._model_config(binary, {"n_classes": 4}).n_classes == 4  # [model] wins
-    assert cli._model_config(prior(n_classes=2, output="regression"), {}).n_classes == 0
-    assert cli._model_config(prior(), {}).n_classes == 0
+    assert cli._model_config(bnn(n_classes=2, output="regression"), {}).n_classes == 0
+    assert cli._model_config(bnn(), {}).num_features == 3
+    gmm = priors.make_prior("gmm", {"dim": 3})
+    assert cli._model_config(gmm, {"kind": "dt"}).dim == 3
+    with pytest.raises(SystemExit, match="kind = 'dt'"):
+        cli._model_config(gmm, {})
+    with pytest.raises(SystemExit, match="model kind must be one of"):
+        cli._model_config(binary, {"kind": "gpt"})

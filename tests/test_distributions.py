@@ -12,15 +12,15 @@ import torch
 from scipy import integrate, special, stats
 
 from pfnkit.distributions import BarDistribution, borders_from_samples
+from tests.conftest import FLOAT64_ATOL, STANDARD_ERRORS
 
-# Tolerances, one per class of comparison.
-FLOAT64_ATOL = 1e-12  # identities in float64: batch vs loop, round trips, affine maps
+# Tolerances, one per class of comparison, beside the shared FLOAT64_ATOL (identities in
+# float64: batch vs loop, round trips, affine maps) and STANDARD_ERRORS (counts, quantiles).
 FLOAT64_RTOL = 1e-9  # relative float64 identities, e.g. left-tail masses of 1e-200
 CDF_RESOLUTION = 1e-15  # a cdf near 1 is known to a few ulps, so icdf(cdf(y)) errs by this / p(y)
 QUADRATURE_ATOL = 1e-8  # closed forms vs scipy.integrate.quad
 GRID_ATOL = 1e-6  # mode vs a dense grid whose points come within 1e-9 of the peak
 KS_PVALUE_MIN = 1e-3  # statistical: fixed seeds, so a pass is deterministic
-N_STANDARD_ERRORS = 4.0  # statistical: counts and empirical quantiles
 
 DTYPE = torch.float64
 QUAD_KWARGS = {"epsabs": 1e-14, "epsrel": 1e-12, "limit": 200}
@@ -292,7 +292,7 @@ def test_sample_tail_counts_within_standard_errors() -> None:
     }
     for name, (hits, prob) in expected.items():
         se = math.sqrt(prob * (1 - prob) / n)
-        assert abs(hits.mean() - prob) < N_STANDARD_ERRORS * se, name
+        assert abs(hits.mean() - prob) < STANDARD_ERRORS * se, name
 
 
 def test_sample_is_reproducible_and_batched_per_element() -> None:
@@ -392,7 +392,7 @@ def test_borders_from_samples_are_equal_mass_quantiles() -> None:
     # Against the population: Phi(b_k) estimates k / K with binomial standard error.
     levels = np.arange(1, n_bars) / n_bars
     se = np.sqrt(levels * (1 - levels) / n)
-    assert (np.abs(stats.norm.cdf(borders.numpy()[1:-1]) - levels) < N_STANDARD_ERRORS * se).all()
+    assert (np.abs(stats.norm.cdf(borders.numpy()[1:-1]) - levels) < STANDARD_ERRORS * se).all()
 
 
 def test_borders_from_samples_match_numpy_linear_quantiles() -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 import priors
 from pfnkit.checkpoint import load_checkpoint
 from pfnkit.figures import pyplot, save_figure
-from pfnkit.validation.dt_plots import plot_dt_posteriors
+from pfnkit.validation.plots import plot_dt_posteriors
 
 
 def test_save_figure_creates_folders_and_closes_the_figure(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_dt_posterior_contours_are_drawn_for_each_task(tmp_path: Path) -> None:
     prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
     gen = torch.Generator().manual_seed(0)
     tasks = [prior.sample(1, n_obs, 0, generator=gen) for n_obs in (2, 5)]
-    obs_cov = torch.tensor(prior.config.obs_cov, dtype=torch.float64)
-    path = plot_dt_posteriors(ckpt.model, tasks, obs_cov, tmp_path / "contours.png", title="t")
+    path = tmp_path / "contours.png"
+    path = plot_dt_posteriors(ckpt.model, tasks, prior.obs_cov, path, title="t")
     width, height = Image.open(path).size
     assert width > height  # one panel per task, side by side

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from pfnkit.metrics import interval_coverage, nll
-
-FLOAT64_ATOL = 1e-12
-STANDARD_ERRORS = 4.0
+from pfnkit.metrics import interval_coverage, mean_or_none, nll, stderr_or_none
+from tests.conftest import FLOAT64_ATOL, STANDARD_ERRORS
 
 
 def test_nll_of_a_standard_normal_at_zero() -> None:
@@ -33,3 +32,12 @@ def test_interval_coverage_of_samples_from_the_distribution_itself() -> None:
     assert shifted[0.9] < 0.01
     with pytest.raises(ValueError, match="interval level"):
         interval_coverage(dist, y, (1.0,))
+
+
+def test_mean_and_standard_error_against_numpy() -> None:
+    values = [0.3, -1.2, 2.5, 0.7, 0.1]
+    assert mean_or_none(values) == pytest.approx(np.mean(values), abs=FLOAT64_ATOL)
+    sem = np.std(values, ddof=1) / np.sqrt(len(values))
+    assert stderr_or_none(values) == pytest.approx(sem, abs=FLOAT64_ATOL)
+    assert (mean_or_none([]), stderr_or_none([]), stderr_or_none([1.0])) == (None, None, None)
+    assert mean_or_none([1.0]) == 1.0

@@ -25,7 +25,6 @@ def test_gp_checkpoint_meets_its_card_tolerance_against_the_exact_gp(name: str) 
     report = validate_against_exact_gp(
         ckpt.model,
         prior,
-        kernel=prior.config.kernel,
         checkpoint=ckpt.name,
         n_tasks=N_TASKS,
         seed=2024,
@@ -72,18 +71,14 @@ FUSION_REGRESSION_BOUND = 0.2  # nats; the issue's 0.1 target is not met (0.12-0
 
 @pytest.mark.slow
 def test_dt_gauss2d_meets_its_card_against_the_exact_posterior() -> None:
-    import torch
-
     from pfnkit.validation.dt_exact import validate_dt_conjugate
 
     ckpt = load_checkpoint("dt-gauss2d")
     prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
     tol = ckpt.card["tolerances"]
     report = validate_dt_conjugate(
-        ckpt.model, lambda n, k, gen: prior.sample(n, k, 0, generator=gen),
-        obs_cov=torch.tensor(prior.config.obs_cov, dtype=torch.float64), n_tasks=256,
-        n_c2st_tasks=3, n_c2st_samples=500, seed=2024,
-    )  # fmt: skip
+        ckpt.model, prior, n_tasks=256, n_c2st_tasks=3, n_c2st_samples=500, seed=2024
+    )
     assert report.mean_gap <= tol["nll_gap_mean"], report.to_dict()
     assert report.c2st_mean <= tol["c2st_mean"], report.to_dict()
     assert report.fusion.gap <= FUSION_REGRESSION_BOUND, report.to_dict()
@@ -100,14 +95,7 @@ def test_dt_logistic2d_nll_gap_stays_within_its_measured_range() -> None:
     ckpt = load_checkpoint("dt-logistic2d")
     prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
 
-    def log_joint(theta_SD, task):
-        theta = theta_SD[:, None]
-        return (prior.log_likelihood(theta, task.x_ctx) + prior.log_prior(theta, task.meta))[:, 0]
-
-    report = validate_dt_nuts(
-        ckpt.model, lambda n, k, gen: prior.sample(n, k, 0, generator=gen), log_joint,
-        n_tasks=64, n_nuts_tasks=0, seed=2024,
-    )  # fmt: skip
+    report = validate_dt_nuts(ckpt.model, prior, n_tasks=64, n_nuts_tasks=0, seed=2024)
     assert 0 < report.mean_gap <= LOGISTIC_REGRESSION_BOUND, report.to_dict()
 
 
@@ -121,7 +109,8 @@ BNN_NUTS_BOUND = 0.05
 def test_bnn_clf_meets_its_card_against_importance_sampling_and_nuts() -> None:
     import torch
 
-    from pfnkit.validation.bnn_nuts import BNNNutsValidationConfig, validate_classifier_against_nuts
+    from pfnkit.validation.bnn_nuts import validate_classifier_against_nuts
+    from pfnkit.validation.bnn_nuts_results import BNNNutsValidationConfig
     from tests.helpers import ImportanceSamplingPredictive
 
     ckpt = load_checkpoint("bnn-clf")
@@ -155,10 +144,8 @@ def _gp_report(ckpt, prior, dims, sizes, nuts_tasks):
     config = GPNutsValidationConfig(n_ctx_sizes=sizes, dims=dims, n_tasks=GP_TASKS,
                                     nuts_tasks=nuts_tasks, seed=2024)  # fmt: skip
     return validate_gp_against_nuts(
-        ckpt.model,
-        lambda n, n_ctx, n_qry, d, gen: prior.sample(n, n_ctx, n_qry, generator=gen,
-                                                     num_used_features=d),
-        ckpt.card["prior_config"], config=config, checkpoint=ckpt.name, workers=2,
+        ckpt.model, prior, ckpt.card["prior_config"], config=config, checkpoint=ckpt.name,
+        workers=2,
     )  # fmt: skip
 
 

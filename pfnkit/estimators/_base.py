@@ -1,15 +1,18 @@
 """What every scikit-learn estimator serving a PFN checkpoint shares: load, map, encode, decode.
 
 `CheckpointEstimator` loads (and on refits reuses) the checkpoint in the requested dtype,
-checks the feature count against the card's data mapping, maps features into the prior's
-domain, warns when the context outgrows the trained size, and turns allocation failures
-into a `MemoryError` that names the knob to turn. `PFNRegressor` and `PFNClassifier`
-add only what their targets need.
+checks the feature count against the card's data mapping, preprocesses the table
+(`pfnkit.estimators.tables`), fits the ensemble's views of it, which map features into
+the prior's domain (`pfnkit.estimators.ensemble`), warns when the context outgrows the
+trained size, and turns allocation failures into a `MemoryError` that names the knob to
+turn. `PFNRegressor` and `PFNClassifier` add only what their targets need: how members
+are formed and how their predictions are averaged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,15 +26,23 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch.distributions import Distribution
 
 from pfnkit.checkpoint import Checkpoint, load_checkpoint
+from pfnkit.estimators.ensemble import (
+    PAD_RESCALES,
+    FeatureViews,
+    draw_feature_orders,
+    pad_features,
+    resolve_preprocessing,
+    view_layout,
+)
+from pfnkit.estimators.tables import TablePreprocessor
 from pfnkit.models.pfn import ContextCache
 
-__all__ = ["DTYPES", "CheckpointEstimator", "DataMapping", "pad_features"]
+__all__ = ["DTYPES", "CheckpointEstimator", "DataMapping", "as_table", "pad_features"]
 
 _T = TypeVar("_T")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _MAPPINGS = ("identity", "standardize")
 _FEATURE_MODES = ("exact", "pad")
-_PAD_RESCALES = ("none", "sqrt")  # card data_mapping["pad_rescale"]
 _MIN_SCALE = 1e-12
 # how allocators word a failed allocation: CPU ("can't allocate memory"), CUDA/MPS ("out of memory")
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
@@ -57,31 +68,14 @@ def _explain_out_of_memory(what: str, advice: str) -> Iterator[None]:
         raise MemoryError(f"{what} ran out of memory ({first_line}); {advice}") from error
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
 def _check_mapping_spec(spec: dict[str, str], keys: tuple[str, ...]) -> None:
     for key in keys:
         if spec.get(key, "identity") not in _MAPPINGS:
             raise ValueError(f"card data_mapping[{key!r}]={spec[key]!r}; known: {_MAPPINGS}")
-
-
-def pad_features(x: np.ndarray, num_features: int, rescale: str = "none") -> np.ndarray:
-    """Zero-pad (n, d) model-unit features to (n, num_features), as the prior does.
-
-    Args:
-        x: mapped features, shape (n, d) with d <= num_features.
-        num_features: the model's input width D.
-        rescale: the card's ``data_mapping["pad_rescale"]``: "none", or "sqrt" to multiply
-            the d used features by √(D / d) first (GP prior ``feature_rescale = "sqrt"``).
-    """
-    if rescale not in _PAD_RESCALES:
-        raise ValueError(f"card data_mapping['pad_rescale']={rescale!r}; known: {_PAD_RESCALES}")
-    n, d = x.shape
-    if d > num_features:
-        raise ValueError(f"got {d} features, more than the model's {num_features}")
-    if rescale == "sqrt":
-        x = x * np.sqrt(num_features / d)
-    if d < num_features:
-        x = np.concatenate([x, np.zeros((n, num_features - d))], axis=1)
-    return x
 
 
 @dataclass(frozen=True)
@@ -104,8 +98,9 @@ class DataMapping:
         _check_mapping_spec(spec, ("x", "y"))
         features = cls.for_features(X, spec)
         if spec.get("y", "identity") == "standardize":
-            y_loc = float(y.mean())
-            y_scale = float(y.std())
+            y_sorted = np.sort(y)  # the row order does not change the sums
+            y_loc = float(y_sorted.mean())
+            y_scale = float(y_sorted.std())
             y_scale = y_scale if y_scale > _MIN_SCALE * (1 + abs(y_loc)) else 1.0
         else:
             y_loc, y_scale = 0.0, 1.0
@@ -113,12 +108,17 @@ class DataMapping:
 
     @classmethod
     def for_features(cls, X: np.ndarray, spec: dict[str, str]) -> DataMapping:
-        """The card's feature map (`spec["x"]`) with the identity on targets (class labels)."""
+        """The card's feature map (`spec["x"]`) with the identity on targets (class labels).
+
+        Statistics skip NaN (missing values) and are taken over sorted columns, so they
+        do not depend on the order of the rows.
+        """
         _check_mapping_spec(spec, ("x",))
         d = X.shape[1]
         if spec.get("x", "identity") == "standardize":
-            x_loc = X.mean(axis=0)
-            x_scale = X.std(axis=0)
+            sorted_X = np.sort(X, axis=0)
+            x_loc = np.nanmean(sorted_X, axis=0)
+            x_scale = np.nanstd(sorted_X, axis=0)
             x_scale = np.where(x_scale > _MIN_SCALE * (1 + np.abs(x_loc)), x_scale, 1.0)
         else:
             x_loc, x_scale = np.zeros(d), np.ones(d)
@@ -134,16 +134,18 @@ class DataMapping:
 class CheckpointEstimator(BaseEstimator):
     """Base of the estimators that serve a PFN checkpoint (not an estimator on its own).
 
-    Subclasses take `checkpoint`, `device`, `dtype` and `query_chunk_size` in `__init__`,
-    call `_load_checkpoint`, `_check_feature_count`, `_warn_if_context_exceeds_training`
-    and `_encode_context` in `fit`, and `_decode` to predict. `_validate_queries` (how
-    query rows are checked and converted) and `_model_inputs` (what each context's model
-    reads) are their hooks into both.
+    Subclasses take `checkpoint`, `device`, `dtype`, `query_chunk_size`, `n_estimators`,
+    `preprocessing`, `categorical_features`, `random_state` and `softmax_temperature` in
+    `__init__`; call `_check_n_estimators`, `_load_checkpoint`, `_fit_table`,
+    `_check_feature_count`, `_warn_if_context_exceeds_training`, `_fit_views` and
+    `_encode_context` in `fit`; and `_decode` to predict. `_member_views` (which view
+    each encoded context reads) is their hook into both.
 
     Attributes:
         checkpoint_: the loaded `Checkpoint` (model and card).
-        mapping_: the fitted `DataMapping`.
-        cache_: per-layer context keys and values.
+        preprocessor_: the fitted `TablePreprocessor`.
+        views_: the fitted `FeatureViews`.
+        cache_: per-layer context keys and values, one context per member.
     """
 
     _head: str  # "regression" or "classification": the model head the subclass serves
@@ -151,8 +153,14 @@ class CheckpointEstimator(BaseEstimator):
     device: str
     dtype: str
     query_chunk_size: int
+    n_estimators: int
+    preprocessing: str | tuple[str, ...]
+    categorical_features: object
+    random_state: object
+    softmax_temperature: float
     checkpoint_: Checkpoint
-    mapping_: DataMapping
+    preprocessor_: TablePreprocessor
+    views_: FeatureViews
     cache_: ContextCache
 
     def _load_checkpoint(self) -> None:
@@ -190,10 +198,8 @@ class CheckpointEstimator(BaseEstimator):
         if mode not in _FEATURE_MODES:
             raise ValueError(f"card data_mapping['features']={mode!r}; known: {_FEATURE_MODES}")
         rescale = self.checkpoint_.data_mapping.get("pad_rescale", "none")
-        if rescale not in _PAD_RESCALES:
-            raise ValueError(
-                f"card data_mapping['pad_rescale']={rescale!r}; known: {_PAD_RESCALES}"
-            )
+        if rescale not in PAD_RESCALES:
+            raise ValueError(f"card data_mapping['pad_rescale']={rescale!r}; known: {PAD_RESCALES}")
         d = X.shape[1]
         too_many = d > d_model and not allow_more
         if too_many or (mode == "exact" and d < d_model):
@@ -215,24 +221,85 @@ class CheckpointEstimator(BaseEstimator):
                 stacklevel=3,
             )
 
-    def _to_model_x(self, X: np.ndarray) -> torch.Tensor:
-        """(m, num_features) model inputs: the fitted feature map, then the card's padding."""
-        rescale = self.checkpoint_.data_mapping.get("pad_rescale", "none")
-        d_model = self.checkpoint_.model.config.num_features
-        x = pad_features(self.mapping_.map_x(X), d_model, rescale)
-        return torch.as_tensor(x, dtype=DTYPES[self.dtype], device=self.device)
+    # ------------------------------------------------------------ tables and ensembles
+    def _check_n_estimators(self) -> None:
+        if not _is_positive_int(self.n_estimators):
+            raise ValueError(f"n_estimators must be a positive int, got {self.n_estimators!r}")
+        self._temperature()
+
+    _AUTO_TEMPERATURE = 1.0  # "auto" on a checkpoint that standardizes features (measured)
+
+    def _temperature(self) -> float:
+        """`softmax_temperature` checked and resolved: a positive finite number.
+
+        "auto" is the subclass's measured `_AUTO_TEMPERATURE` on a checkpoint that
+        standardizes its features (one meant for real tables), and 1.0 on one whose prior
+        has fixed units (where the untempered model is the Bayes posterior predictive).
+        """
+        t = self.softmax_temperature
+        if isinstance(t, str) and t == "auto":
+            if not hasattr(self, "checkpoint_"):
+                return 1.0  # checked again at predict time, with the card
+            standardize = self.checkpoint_.data_mapping.get("x", "identity") == "standardize"
+            return self._AUTO_TEMPERATURE if standardize else 1.0
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t < np.inf:
+            raise ValueError(f"softmax_temperature must be 'auto' or a positive number, got {t!r}")
+        return float(t)
+
+    def _fit_table(self, X: np.ndarray) -> np.ndarray:
+        """Fit `preprocessor_` on the validated table X; return its float64 features."""
+        self.preprocessor_ = TablePreprocessor(
+            categorical_features=self.categorical_features,
+            column_names=getattr(self, "feature_names_in_", None),
+        ).fit(X)
+        return self.preprocessor_.transform(X)
+
+    def _fit_views(self, x: np.ndarray, n_views: int, rng: np.random.RandomState) -> None:
+        """Draw the column orders, pick the transforms and fit `views_` on the context x.
+
+        Warns (at the caller of `fit`) when x is wider than the model reads.
+        """
+        spec = self.checkpoint_.data_mapping
+        width = self.checkpoint_.model.config.num_features
+        methods = resolve_preprocessing(self.preprocessing, spec.get("x", "identity"))
+        orders = draw_feature_orders(x.shape[1], width, n_views, rng)
+        layout = view_layout(len(orders), len(methods), n_views)
+        if x.shape[1] > width:
+            warnings.warn(
+                f"X has {x.shape[1]} features but checkpoint {self.checkpoint_.name!r} reads "
+                f"at most {width}; each of the {len(layout)} ensemble views sees a random "
+                f"subset of {width} of them (every feature is in at least one). Raise "
+                "n_estimators for more subsets, or select features first",
+                UserWarning,
+                stacklevel=3,
+            )
+        categorical = self.preprocessor_.categorical_[~self.preprocessor_.empty_]
+        self.views_ = FeatureViews(
+            orders=orders,
+            methods=methods,
+            layout=layout,
+            categorical=categorical,
+            standardize=spec.get("x", "identity") == "standardize",
+            width=width,
+            pad_rescale=spec.get("pad_rescale", "none"),
+        ).fit(x)
+
+    def _member_views(self) -> np.ndarray:
+        """(E,) the view each ensemble member (encoded context) reads: one member per view."""
+        return np.arange(len(self.views_.layout))
 
     def _model_inputs(self, X: np.ndarray, n_contexts: int) -> torch.Tensor:
-        """(n_contexts, m, num_features) model inputs for the rows of X, one per context.
-
-        The same inputs for every context here; `PFNClassifier` feeds each ensemble member
-        its own column order.
-        """
-        return self._to_model_x(X).unsqueeze(0).expand(n_contexts, -1, -1)
+        """(n_contexts, m, num_features) model inputs for the rows of X, one per member."""
+        members = self._member_views()
+        if len(members) != n_contexts:
+            raise RuntimeError(f"{n_contexts} contexts for {len(members)} ensemble members")
+        x_EMD = self.views_.transform(X)[members]
+        return torch.as_tensor(x_EMD, dtype=DTYPES[self.dtype], device=self.device)
 
     def _validate_queries(self, X: np.ndarray) -> np.ndarray:
-        """Query rows checked against what `fit` saw, as float64 features."""
-        return validate_data(self, X, reset=False, dtype=np.float64)
+        """Query rows checked against what `fit` saw, as the preprocessor's float64 features."""
+        X = validate_data(self, as_table(X), reset=False, dtype=None, ensure_all_finite=False)
+        return self.preprocessor_.transform(X)
 
     def _encode_context(
         self, X: np.ndarray, y_BN: torch.Tensor, *, extra_advice: str = ""
@@ -275,5 +342,11 @@ class CheckpointEstimator(BaseEstimator):
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = True  # missing values: imputed, with indicators
+        tags.input_tags.string = True  # categorical columns (ordinal codes)
         return tags
+
+
+def as_table(X: object) -> object:
+    """Nested lists as an object array, so a row of numbers and strings keeps its numbers."""
+    return np.asarray(X, dtype=object) if isinstance(X, list | tuple) else X

@@ -1,7 +1,7 @@
-"""Per-column preprocessing of real tables for a PFN classifier, fitted on the context alone.
+"""Per-column preprocessing of real tables for a PFN estimator, fitted on the context alone.
 
 `TablePreprocessor` turns a table (a numeric array, an object array, or what scikit-learn
-makes of a DataFrame) into finite float64 features, one column per input column:
+makes of a DataFrame) into float64 features, one column per input column it keeps:
 
 * **Categorical columns** get ordinal codes 0..k-1, the sorted categories seen in `fit`
   (sklearn's `OrdinalEncoder`). A category first seen at predict time gets the code -1,
@@ -11,15 +11,13 @@ makes of a DataFrame) into finite float64 features, one column per input column:
   string (``str`` or ``bytes``), such as a DataFrame's object, string or category
   columns; a list of column indices or a boolean mask names them explicitly (numeric
   columns included).
-* **Numeric columns** pass through (``method="none"``), or (``method="quantile"``) go
-  through their context's empirical CDF to normal scores: sklearn's
-  `QuantileTransformer` gives the level u ∈ [0, 1] (u = k/(q-1) at the k-th of q context
-  quantiles, linear in between, clipped outside), and the output is Φ⁻¹((u (q-1) + ½)/q),
-  the Hazen plotting position. The context's extremes thus land at ±Φ⁻¹(1 - 1/(2q))
-  (±2.33 for 50 rows), where normal samples of that size reach, rather than at sklearn's
-  ±5.2 for ``output_distribution="normal"``.
-* **Missing values.** The priors have none, so NaN, None or inf in any column is a
-  `ValueError` that names the columns; impute first (e.g. `sklearn.impute.SimpleImputer`).
+* **Numeric columns** pass through as float64; the ensemble's views transform them
+  (`pfnkit.estimators.ensemble`).
+* **Missing values** (NaN or None, in any column) become NaN, which the views impute
+  (with a missingness indicator where the model has room). A column with no value at
+  all in the context carries no information: it is dropped, with a `UserWarning` that
+  names it, and ignored at predict time too. Infinity is not a missing value: it is a
+  `ValueError` that names the columns.
 
 The checkpoint card's feature mapping (e.g. "standardize") applies afterwards, to every
 column, as the prior standardizes its categorical codes too.
@@ -28,17 +26,15 @@ column, as the prior standardizes its categorical codes too.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from sklearn.preprocessing import OrdinalEncoder, QuantileTransformer
+from sklearn.preprocessing import OrdinalEncoder
 
-__all__ = ["PREPROCESSINGS", "UNKNOWN_CATEGORY_CODE", "TablePreprocessor", "categorical_columns"]
+__all__ = ["UNKNOWN_CATEGORY_CODE", "TablePreprocessor", "categorical_columns"]
 
-PREPROCESSINGS = ("none", "quantile")
 UNKNOWN_CATEGORY_CODE = -1  # the code of a category not seen in fit
-_MAX_QUANTILES = 1000  # as QuantileTransformer's default n_quantiles
 
 
 def _holds_strings(column: np.ndarray) -> bool:
@@ -86,75 +82,93 @@ def _describe_columns(columns: np.ndarray, names: np.ndarray | None) -> str:
 
 
 def _is_missing(value: object) -> bool:
-    """None, or a NaN or infinite number (a string such as "nan" is a category)."""
+    """None, or a NaN number (a string such as "nan" is a category)."""
     if value is None:
         return True
     if isinstance(value, numbers.Number) and not isinstance(value, numbers.Integral):
-        return not np.isfinite(value)
+        return bool(np.isnan(value))
     return False
 
 
+def _is_infinite(value: object) -> bool:
+    if isinstance(value, numbers.Number) and not isinstance(value, numbers.Integral):
+        return bool(np.isinf(value))
+    return False
+
+
+def _mask(X: np.ndarray, test: object) -> np.ndarray:
+    """(n, d) bool: where `test` holds, cell by cell, for a table of any dtype."""
+    if X.dtype.kind in "fc":
+        return np.isnan(X) if test is _is_missing else np.isinf(X)
+    if X.dtype.kind in "iub":
+        return np.zeros(X.shape, dtype=bool)
+    return np.vectorize(test, otypes=[bool])(X) if X.size else np.zeros(X.shape, dtype=bool)
+
+
 class TablePreprocessor:
-    """Categorical codes, optional quantile normal scores and NaN checks, fitted on a context.
+    """Categorical codes, missing values as NaN and checks, fitted on a context.
 
     Args:
         categorical_features: "auto", column indices or a boolean mask (module docstring).
-        method: "none" or "quantile" for the numeric columns.
-        column_names: names for error messages (e.g. a DataFrame's `feature_names_in_`).
+        column_names: names for messages (e.g. a DataFrame's `feature_names_in_`).
 
     Attributes (after `fit`):
         categorical_: (d,) bool mask of the categorical columns.
-        encoder_: the fitted `OrdinalEncoder` of the categorical columns, or None.
-        quantiles_: the fitted `QuantileTransformer` (uniform levels) of the numeric
-            columns, or None.
+        empty_: (d,) bool mask of the columns without a value in the context (dropped).
+        encoder_: the fitted `OrdinalEncoder` of the categorical columns kept, or None.
     """
 
     def __init__(
         self,
         *,
         categorical_features: str | Sequence[int] | Sequence[bool] | np.ndarray = "auto",
-        method: str = "none",
         column_names: np.ndarray | None = None,
     ) -> None:
-        if method not in PREPROCESSINGS:
-            raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {method!r}")
         self.categorical_features = categorical_features
-        self.method = method
         self.column_names = column_names
 
     def fit(self, X: np.ndarray) -> TablePreprocessor:
-        """Learn the categories and (for "quantile") the numeric columns' quantiles from X."""
+        """Learn the categories of X and which of its columns are empty."""
         self.categorical_ = categorical_columns(X, self.categorical_features)
-        numeric = self._numeric(X)  # checks every column before anything is fitted
+        self._check_strings(X)
+        missing = self._check_missing(X)
+        self.empty_ = missing.all(axis=0) if len(X) else np.zeros(X.shape[1], dtype=bool)
+        if self.empty_.all():
+            raise ValueError(
+                f"every column of X is missing (NaN or None) in all {len(X)} rows; there is "
+                "nothing to learn from"
+            )
+        if self.empty_.any():
+            warnings.warn(
+                f"column(s) {_describe_columns(np.flatnonzero(self.empty_), self.column_names)} "
+                "of X hold no value in the context (all NaN or None); they carry no "
+                "information and are ignored, in fit and predict",
+                UserWarning,
+                stacklevel=4,
+            )
+        kept = self.categorical_ & ~self.empty_
         self.encoder_ = None
-        if self.categorical_.any():
+        if kept.any():
+            codes = np.where(missing[:, kept], np.nan, X[:, kept]).astype(object)
             self.encoder_ = OrdinalEncoder(
                 handle_unknown="use_encoded_value", unknown_value=UNKNOWN_CATEGORY_CODE
-            ).fit(X[:, self.categorical_])
-        self.quantiles_ = None
-        if self.method == "quantile" and numeric.shape[1]:
-            n_quantiles = min(_MAX_QUANTILES, numeric.shape[0])
-            self.quantiles_ = QuantileTransformer(n_quantiles=n_quantiles, subsample=None)
-            self.quantiles_.fit(numeric)
+            ).fit(codes)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """(n, d) finite float64 features, columns in the order of X."""
+        """(n, number of kept columns) float64 features, NaN where missing, in X's order."""
+        self._check_strings(X)
+        missing = self._check_missing(X)
         out = np.empty(X.shape, dtype=np.float64)
-        numeric = self._numeric(X)
-        if self.quantiles_ is not None:
-            q = len(self.quantiles_.references_)
-            levels = self.quantiles_.transform(numeric)
-            hazen = torch.from_numpy((levels * (q - 1) + 0.5) / q)
-            numeric = torch.special.ndtri(hazen).numpy()  # Φ⁻¹, in float64
-        out[:, ~self.categorical_] = numeric
+        numeric = ~self.categorical_
+        out[:, numeric] = np.where(missing[:, numeric], np.nan, X[:, numeric]).astype(np.float64)
+        kept = self.categorical_ & ~self.empty_
         if self.encoder_ is not None:
-            out[:, self.categorical_] = self.encoder_.transform(X[:, self.categorical_])
-        return out
+            codes = np.where(missing[:, kept], np.nan, X[:, kept]).astype(object)
+            out[:, kept] = self.encoder_.transform(codes)
+        return out[:, ~self.empty_]
 
-    def _numeric(self, X: np.ndarray) -> np.ndarray:
-        """The numeric columns as float64, after checking the whole table for missing values."""
-        self._check_no_missing(X)
+    def _check_strings(self, X: np.ndarray) -> None:
         columns = np.flatnonzero(~self.categorical_)
         strings = [j for j in columns if _holds_strings(X[:, j])]
         if strings:
@@ -163,19 +177,14 @@ class TablePreprocessor:
                 "strings but are not among categorical_features; list them there (or pass "
                 "categorical_features='auto')"
             )
-        return np.asarray(X[:, columns], dtype=np.float64)
 
-    def _check_no_missing(self, X: np.ndarray) -> None:
-        if X.dtype.kind in "fc":
-            bad = ~np.isfinite(X).all(axis=0)
-        elif X.dtype.kind in "iub":
-            return
-        else:
-            bad = np.array([any(_is_missing(v) for v in X[:, j]) for j in range(X.shape[1])])
+    def _check_missing(self, X: np.ndarray) -> np.ndarray:
+        """(n, d) mask of the missing cells, after refusing infinite ones."""
+        bad = _mask(X, _is_infinite).any(axis=0)
         if bad.any():
             raise ValueError(
-                f"X contains NaN (a missing value) or inf in column(s) "
-                f"{_describe_columns(np.flatnonzero(bad), self.column_names)}; the prior has no "
-                "missing values, so impute them first (e.g. sklearn.impute.SimpleImputer) or "
-                "drop those rows"
+                f"X contains inf in column(s) "
+                f"{_describe_columns(np.flatnonzero(bad), self.column_names)}; infinity is "
+                "not a missing value: replace it by NaN (missing) or a finite number"
             )
+        return _mask(X, _is_missing)

@@ -46,7 +46,6 @@ __all__ = [
     "attack_observations",
     "data_scale",
     "exact_gp_predictor",
-    "monte_carlo_kl",
 ]
 
 TARGETS: tuple[str, ...] = ("y", "x", "xy")
@@ -190,6 +189,7 @@ def attack_context(
         generator=generator,
         device=x_ctx_BND.device,
         on_eval=on_eval,
+        divergence=True,
     )
     attacks = []
     for result in path:
@@ -212,20 +212,15 @@ def exact_gp_predictor(hyper: GPHyperparameters) -> Predictor:
 
 # ------------------------------------------------------------------ posteriors over θ
 def _kl_terms(log_r: Tensor) -> Tensor:
-    """(r - 1) - log r per sample; log r is capped at 50 so that exp cannot overflow."""
+    """Terms (r - 1) - log r, r = q/p at samples of p, whose mean estimates KL(p ‖ q).
+
+    Since E_p[r] = 1 the mean is unbiased, like the mean of -log r, but every term is
+    non-negative and second order in q - p: for a small perturbation the plain estimate
+    is dominated by a first-order Monte Carlo term that an attack would exploit. log r is
+    capped at 50 so that exp cannot overflow.
+    """
     log_r = log_r.clamp(max=50.0)
     return torch.expm1(log_r) - log_r
-
-
-def monte_carlo_kl(p: Distribution, q: Distribution, samples: Tensor) -> Tensor:
-    """KL(p ‖ q) from ``samples`` of p (dim 0): the mean of (r - 1) - log r, r = q/p.
-
-    Since E_p[r] = 1 this is unbiased, like the mean of -log r, but every term is
-    non-negative and second order in q - p: for a small perturbation the plain estimate
-    is dominated by a first-order Monte Carlo term that an attack would exploit.
-    """
-    log_r = q.log_prob(samples) - p.log_prob(samples)
-    return _kl_terms(log_r).mean(0)
 
 
 def attack_observations(
@@ -284,5 +279,6 @@ def attack_observations(
         generator=generator,
         device=obs_BND.device,
         on_eval=on_eval,
+        divergence=True,
     )
     return [ObservationAttack(r.eps, r.kl_B, perturb(r.u_BC)) for r in path]

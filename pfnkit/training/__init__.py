@@ -1,17 +1,18 @@
 """Pretraining on Lightning: config, prior stream and DataModule, LightningModule, `pretrain`."""
 
 from pfnkit.training.config import TrainConfig
-from pfnkit.training.module import PFNLightningModule
-from pfnkit.training.pretrain import initial_model, pretrain, prior_borders, training_summary
+from pfnkit.training.module import PFNLightningModule, warmup_cosine_schedule
+from pfnkit.training.pretrain import PretrainResult, initial_model, pretrain, prior_borders
 from pfnkit.training.stream import PriorDataModule, PriorStream
 
 __all__ = [
     "PFNLightningModule",
+    "PretrainResult",
     "PriorDataModule",
     "PriorStream",
     "TrainConfig",
     "initial_model",
     "pretrain",
     "prior_borders",
-    "training_summary",
+    "warmup_cosine_schedule",
 ]

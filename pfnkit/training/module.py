@@ -2,29 +2,56 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+)
 
 from pfnkit.data import Batch
 from pfnkit.models import PFN, DistributionTransformer
 from pfnkit.training.config import TrainConfig, stream_seed
 from pfnkit.training.fisher import fisher_trace_estimate
 
-__all__ = ["PFNLightningModule", "warmup_cosine"]
+__all__ = ["PFNLightningModule", "fast_forwarded_schedule", "warmup_cosine_schedule"]
 
 
-def warmup_cosine(step: int, config: TrainConfig) -> float:
-    """Learning-rate multiplier: linear warmup, then cosine decay to `min_lr_ratio`."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
+def warmup_cosine_schedule(optimizer: Optimizer, config: TrainConfig) -> LRScheduler:
+    """Linear warmup to `config.lr`, then cosine decay to `min_lr_ratio · lr` at `config.steps`.
+
+    With W = warmup_steps, T = steps and r = min_lr_ratio, the multiplier at step s is
+    (s + 1) / W for s < W (`LinearLR` from 1/W, at 1 on step W - 1), then
+    r + (1 - r) · ½(1 + cos(π (s - W) / max(1, T - W))) (`CosineAnnealingLR`), chained by
+    `SequentialLR` at step W. Steps past T are never taken: training stops at T.
+    """
     span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+    if config.warmup_steps == 0:
+        return CosineAnnealingLR(optimizer, T_max=span, eta_min=config.min_lr_ratio * config.lr)
+    warmup = LinearLR(
+        optimizer,
+        start_factor=1 / config.warmup_steps,
+        end_factor=1.0,
+        total_iters=config.warmup_steps - 1,
+    )
+    cosine = CosineAnnealingLR(optimizer, T_max=span, eta_min=config.min_lr_ratio * config.lr)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[config.warmup_steps])
+
+
+def fast_forwarded_schedule(config: TrainConfig, steps: int) -> LRScheduler:
+    """`warmup_cosine_schedule` on a stand-in optimizer, after `steps` optimizer steps."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=config.lr)
+    scheduler = warmup_cosine_schedule(optimizer, config)
+    for _ in range(steps):
+        optimizer.step()  # no gradients: only keeps the step order torch expects
+        scheduler.step()
+    return scheduler
 
 
 class PFNLightningModule(L.LightningModule):
@@ -95,10 +122,22 @@ class PFNLightningModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, cfg)
-        )
+        scheduler = warmup_cosine_schedule(optimizer, cfg)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Re-derive the schedule's state, and the optimizer's lr, from this config and step.
+
+        The schedule is a function of (config, step), so a resumed run follows the current
+        config (e.g. a larger `steps`), and Lightning checkpoints of the earlier
+        `LambdaLR` schedule, whose state `SequentialLR` cannot load, resume as well.
+        """
+        if not checkpoint.get("lr_schedulers"):
+            return
+        scheduler = fast_forwarded_schedule(self.config, int(checkpoint["global_step"]))
+        checkpoint["lr_schedulers"] = [scheduler.state_dict()]
+        for group in checkpoint["optimizer_states"][0]["param_groups"]:
+            group["lr"], group["initial_lr"] = scheduler.get_last_lr()[0], self.config.lr

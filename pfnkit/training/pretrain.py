@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import CSVLogger
 
-from pfnkit.checkpoint import load_checkpoint
+from pfnkit.checkpoint import Checkpoint, load_checkpoint
 from pfnkit.data import Prior
 from pfnkit.distributions import borders_from_samples
 from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig
@@ -24,9 +28,56 @@ from pfnkit.training.config import TrainConfig, stream_seed
 from pfnkit.training.module import PFNLightningModule
 from pfnkit.training.stream import PriorDataModule
 
-__all__ = ["initial_model", "pretrain", "prior_borders", "training_summary"]
+__all__ = ["PretrainResult", "initial_model", "pretrain", "prior_borders"]
 
 log = logging.getLogger(__name__)
+
+# Lightning's product advertisements ("💡 Tip: For seamless cloud logging ...") and the torch
+# deprecation its pytree helper triggers on every step; `pretrain` drops both, and only them.
+_LIGHTNING_TIP_PREFIX = "💡 Tip:"
+_RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+_LEAF_SPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What `pretrain` returns.
+
+    Attributes:
+        model: the trained model, in eval mode on CPU.
+        summary: the card's ``training`` record: "optimizer_steps" and "train_minutes"
+            (both summed over resumes); after `init_from`, also "init_from" (the parent's
+            name, sha256 and own training record) and "total_train_minutes".
+    """
+
+    model: PFN | DistributionTransformer
+    summary: dict[str, Any]
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_LIGHTNING_TIP_PREFIX)
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Within the block, drop Lightning's tips and the LeafSpec deprecation warning."""
+    tips = _DropLightningTips()
+    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=_LEAF_SPEC_DEPRECATION, category=FutureWarning
+            )
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(tips)
 
 
 def prior_borders(prior: Prior, model_config: PFNConfig, train_config: TrainConfig) -> torch.Tensor:
@@ -37,23 +88,27 @@ def prior_borders(prior: Prior, model_config: PFNConfig, train_config: TrainConf
 
 
 def initial_model(
-    model_config: PFNConfig | DTConfig, prior: Prior, train_config: TrainConfig
+    model_config: PFNConfig | DTConfig,
+    prior: Prior,
+    train_config: TrainConfig,
+    *,
+    parent: Checkpoint | None = None,
 ) -> PFN | DistributionTransformer:
     """The model `pretrain` starts from, with weights seeded by the config.
 
     A regression PFN's bar borders come from prior targets. With `train_config.init_from`, it is
     that checkpoint's model instead (fine-tuning), which must have exactly
-    `model_config`. The global RNG is forked, so the caller's random state is left
-    untouched.
+    `model_config`; pass the loaded checkpoint as `parent` to skip loading it again. The
+    global RNG is forked, so the caller's random state is left untouched.
     """
     if train_config.init_from:
-        parent = load_checkpoint(train_config.init_from).model
-        if parent.config != model_config:
+        model = (parent or load_checkpoint(train_config.init_from)).model
+        if model.config != model_config:
             raise ValueError(
-                f"init_from={train_config.init_from!r} has model config {parent.config}, "
+                f"init_from={train_config.init_from!r} has model config {model.config}, "
                 f"but training asks for {model_config}; use the parent's [model] section"
             )
-        return parent.train()
+        return model.train()
     if isinstance(model_config, DTConfig):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(train_config.seed, 2**31 - 2))
@@ -68,27 +123,18 @@ def initial_model(
         return PFN(model_config, borders)
 
 
-def training_summary(run_dir: str | Path, *, init_from: str = "") -> dict[str, Any]:
-    """Optimizer steps and training minutes (summed over resumes) from `run_dir`'s last.ckpt.
-
-    With `init_from` (a fine-tuned run), the parent checkpoint's name, sha256, steps and
-    minutes are added, with the total minutes of both.
-    """
-    state = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=False)  # fmt: skip
-    timers = [v for k, v in state.get("callbacks", {}).items() if k.startswith("Timer")]
-    seconds = timers[0]["time_elapsed"]["train"] if timers else float("nan")
+def _training_summary(
+    trainer: L.Trainer, timer: Timer, parent: Checkpoint | None
+) -> dict[str, Any]:
+    """The card's training record from the live Trainer; the Timer carries resumed time."""
     record: dict[str, Any] = {
-        "optimizer_steps": int(state["global_step"]),
-        "train_minutes": seconds / 60,
+        "optimizer_steps": int(trainer.global_step),
+        "train_minutes": timer.time_elapsed("train") / 60,
     }
-    if init_from:
-        parent = load_checkpoint(init_from)
-        record["init_from"] = {
-            "name": parent.name, "sha256": parent.card["sha256"], **parent.card["training"]
-        }  # fmt: skip
-        parent_minutes = parent.card["training"].get("train_minutes", 0.0)
-        record["total_train_minutes"] = record["train_minutes"] + parent_minutes
+    if parent is not None:
+        training = parent.card["training"]
+        record["init_from"] = {"name": parent.name, "sha256": parent.card["sha256"], **training}
+        record["total_train_minutes"] = record["train_minutes"] + training.get("train_minutes", 0.0)
     return record
 
 
@@ -99,6 +145,35 @@ def _resume_step(ckpt_path: Path | None) -> int:
     return int(state.get("global_step", 0))
 
 
+def _trainer(config: TrainConfig, run_dir: Path, timer: Timer, progress: bool) -> L.Trainer:
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            every_n_train_steps=config.checkpoint_every,
+            save_last=True,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+        timer,
+    ]
+    if progress:
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        max_steps=config.steps,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=config.precision,
+        gradient_clip_val=config.grad_clip,
+        logger=CSVLogger(run_dir, name="log"),  # one version_K folder per (resumed) run
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        default_root_dir=run_dir,
+    )
+
+
 def pretrain(
     model_config: PFNConfig | DTConfig,
     prior: Prior,
@@ -107,51 +182,35 @@ def pretrain(
     run_dir: str | Path = "runs/pfn",
     resume: bool = True,
     progress: bool = False,
-) -> PFN | DistributionTransformer:
-    """Pretrain a PFN (or a Distribution Transformer) on `prior`; return it in eval mode on CPU.
+) -> PretrainResult:
+    """Pretrain a PFN (or a Distribution Transformer) on `prior`.
 
     Resumable Lightning checkpoints and a CSV log go to `run_dir`; with `resume`, an
     existing `run_dir/checkpoints/last.ckpt` is picked up where it stopped.
+
+    Returns:
+        The model in eval mode on CPU, and the card's training record (steps and minutes
+        summed over resumes; the parent's record after `init_from`).
     """
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = last if resume and last.exists() else None
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
-    model = initial_model(model_config, prior, train_config)
+    parent = load_checkpoint(train_config.init_from) if train_config.init_from else None
+    model = initial_model(model_config, prior, train_config, parent=parent)
     module = PFNLightningModule(model, train_config)
     data = PriorDataModule(prior, train_config, offset=_resume_step(ckpt_path))
     minutes = train_config.max_minutes
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(
-            dirpath=ckpt_dir, every_n_train_steps=train_config.checkpoint_every, save_last=True
-        ),
-        LearningRateMonitor(logging_interval="step"),
-        # records training time in every checkpoint (summed over resumes); stops at max_minutes
-        Timer(
-            duration={"minutes": minutes} if minutes > 0 else None, interval="step", verbose=False
-        ),
-    ]
-    if progress:
-        callbacks.append(RichProgressBar())
-    trainer = L.Trainer(
-        max_steps=train_config.steps,
-        accelerator=train_config.accelerator,
-        devices=train_config.devices,
-        num_nodes=train_config.num_nodes,
-        strategy=train_config.strategy,
-        precision=train_config.precision,
-        gradient_clip_val=train_config.grad_clip,
-        logger=CSVLogger(run_dir, name="log"),  # one version_K folder per (resumed) run
-        callbacks=callbacks,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        log_every_n_steps=10,
-        default_root_dir=run_dir,
+    # records training time in every checkpoint (summed over resumes); stops at max_minutes
+    timer = Timer(
+        duration={"minutes": minutes} if minutes > 0 else None, interval="step", verbose=False
     )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    # Lightning keeps the periodic last.ckpt when a Timer stops the run between saves;
-    # save the final state so a resume and `training_summary` start from where it ended.
-    trainer.save_checkpoint(last)
-    return module.model.to("cpu").eval()
+    with _quiet_lightning():
+        trainer = _trainer(train_config, run_dir, timer, progress)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        # Lightning keeps the periodic last.ckpt when a Timer stops the run between saves;
+        # save the final state so that a resume starts from where it ended.
+        trainer.save_checkpoint(last, weights_only=False)  # a resumable checkpoint
+    summary = _training_summary(trainer, timer, parent)
+    return PretrainResult(model=module.model.to("cpu").eval(), summary=summary)

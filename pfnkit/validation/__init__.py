@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pfnkit.report import Report
 
 __all__ = [
+    "ALIASES",
     "VALIDATORS",
     "ValidationOptions",
     "Validator",
@@ -38,14 +39,38 @@ for _module in _MODULES:  # each module registers its validator on import
     importlib.import_module(f"pfnkit.validation.{_module}")
 
 
+ALIASES = ("exact", "nuts")  # the card's own target against the exact oracle, or NUTS
+
+
 def resolve_reference(card: dict[str, Any], reference: str | None = None) -> str:
-    """The validator name for a card: `reference` if given, else the card's ``reference``."""
+    """The validator name for a card: `reference` if given, else the card's ``reference``.
+
+    `reference` is a registered name, or an alias in `ALIASES` that keeps the card's target
+    and swaps the oracle: "nuts" on a card naming "gp-exact" resolves to "gp-nuts".
+
+    Raises:
+        ValueError: no name to resolve, or it names no registered validator.
+    """
     name = reference or card.get("reference")
     if name is None:
         raise ValueError(
-            f"checkpoint card of prior {card.get('prior_name')!r} names no reference "
-            f"validator; pass one of {sorted(VALIDATORS)}"
+            f"the card of {card.get('name', 'this checkpoint')!r} (prior "
+            f"{card.get('prior_name')!r}) names no reference validator; pass one of "
+            f"{sorted(VALIDATORS)}"
         )
+    if name in ALIASES:
+        own = card.get("reference")
+        if own is None:
+            raise ValueError(
+                f"--reference {name} keeps the card's target, but the card names no "
+                f"reference; pass one of {sorted(VALIDATORS)}"
+            )
+        name = f"{own.rsplit('-', 1)[0]}-{name}"
+        if name not in VALIDATORS:
+            raise ValueError(
+                f"no {reference!r} reference for a card checked by {own!r} ({name!r} is not "
+                f"registered; registered: {sorted(VALIDATORS)})"
+            )
     if name not in VALIDATORS:
         raise ValueError(f"unknown reference {name!r}; registered: {sorted(VALIDATORS)}")
     return name
@@ -61,7 +86,12 @@ def validate(
     """Validate `checkpoint` against the oracle its card names (or `reference`).
 
     `prior` is the checkpoint's own prior, rebuilt by the caller from the card (pfnkit never
-    imports `priors`).
+    imports `priors`). Options left None take the validator's defaults.
+
+    Raises:
+        ValueError: no validator resolves (see `resolve_reference`), or the one that does
+            does not apply to this checkpoint or prior.
     """
-    name = resolve_reference(checkpoint.card, reference)
-    return VALIDATORS[name].run(checkpoint, prior, options or ValidationOptions())
+    validator = VALIDATORS[resolve_reference(checkpoint.card, reference)]
+    options = (options or ValidationOptions()).with_defaults(validator.defaults)
+    return validator.run(checkpoint, prior, options)

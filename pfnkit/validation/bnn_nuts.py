@@ -4,7 +4,7 @@ On each fresh prior task (context size n_ctx, query points with their sampled la
 module scores, per query point:
 
 * the PFN: one forward pass of the checkpoint's network, timed from context to all
-  query predictions (after one untimed warm-up pass per process);
+  query predictions (after one untimed warm-up pass on the same task);
 * the NUTS reference (`pfnkit.reference.nuts_classifier`): pyro NUTS on the network's
   weights under the prior's log-joint; the mean over draws of p(y | x, θ) is the
   Bayes-optimal answer the PFN approximates. It is timed from the start of sampling to the
@@ -21,62 +21,59 @@ also run with growing budgets (one chain, b warmup steps and b draws) on a few t
 its NLL is plotted against its time with the PFN as one point.
 
 `pfnkit` does not import `priors`: the prior arrives as an object with the methods of
-`ParametricClassPrior` (the BNN prior in fixed-architecture mode has them).
+`FixedClassifierPrior` (the BNN prior in fixed-architecture classification mode has them).
+Registered as the "bnn-nuts" validator.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, NamedTuple, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from pfnkit.data import Batch
+from pfnkit.data import Batch, LogJointPrior
 from pfnkit.reference.mcmc import NUTSConfig
-from pfnkit.reference.nuts_classifier import nuts_class_predictive
-from pfnkit.validation.bnn_nuts_report import (
+from pfnkit.reference.nuts_classifier import NUTSClassPredictive, nuts_class_predictive
+from pfnkit.report import Report
+from pfnkit.validation.bnn_nuts_results import (
+    DEFAULT_BNN_NUTS,
     BNNNutsReport,
+    BNNNutsValidationConfig,
     ClassCellResult,
     ClassTaskScores,
     CurvePoint,
 )
+from pfnkit.validation.plots import plot_bnn_nuts
+from pfnkit.validation.pool import map_in_workers
+from pfnkit.validation.registry import ValidationOptions, register_validator
+from pfnkit.validation.tables import bnn_nuts_tables
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from pfnkit.checkpoint import Checkpoint
 
 __all__ = [
-    "DEFAULT_BNN_NUTS",
-    "BNNNutsValidationConfig",
-    "ParametricClassPrior",
+    "BNNNutsValidator",
+    "FixedClassifierPrior",
     "validate_classifier_against_nuts",
 ]
 
-# 2 chains x (200 warmup + 300 kept draws), trees of at most 2**6 - 1 leapfrog steps.
-# Measured on one core of this CPU for the 33-parameter tanh net of `bnn-clf`: 28 s per
-# task at 5 context points, 62 s at 50 (another job on the second core).
-DEFAULT_BNN_NUTS = NUTSConfig(
-    num_chains=2,
-    warmup=200,
-    num_samples=300,
-    max_tree_depth=6,
-    target_accept_prob=0.8,
-    dense_mass=False,
-    time_cap_seconds=300.0,
-    r_hat_max=1.01,
-    min_ess=100.0,
-)
 
+class FixedClassifierPrior(LogJointPrior, Protocol):
+    """A classification prior with one finite weight vector θ: a log-joint and a predictive."""
 
-class ParametricClassPrior(Protocol):
-    """A classification prior with a finite weight vector θ and a log-joint for NUTS."""
-
-    n_parameters: int
+    @property
+    def is_fixed_classifier(self) -> bool:
+        """True when θ has one fixed layout and the likelihood is a class distribution."""
+        ...
 
     def sample(
         self, batch_size: int, n_ctx: int, n_qry: int, *, generator: torch.Generator,
@@ -85,74 +82,9 @@ class ParametricClassPrior(Protocol):
         """Fresh tasks; ``meta["weights"]`` (B, P) holds each task's true θ."""
         ...
 
-    def log_joint(self, params_SP: Tensor, x_ND: Tensor, y_N: Tensor) -> Tensor:
-        """log p(θ) + log p(y | x, θ) for one task, shape (S,) (0-d for a (P,) input)."""
-        ...
-
     def predictive(self, params_SP: Tensor, x_MD: Tensor) -> Distribution:
         """p(y | x, θ): Bernoulli or Categorical with batch shape (S, M)."""
         ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class BNNNutsValidationConfig:
-    """What to run: context sizes, tasks, the NUTS budget and gates, and the curve.
-
-    Attributes:
-        n_ctx_sizes: distinct context sizes; each gets ``n_tasks`` fresh tasks.
-        n_tasks: fresh tasks per context size.
-        n_qry: query points per task.
-        seed: seed of the tasks; NUTS seeds derive from it, one per task.
-        nuts: budget and function-level gates of the reference runs.
-        point_r_hat_max: every query point's R-hat must lie below this for a trusted
-            run (looser than ``nuts.r_hat_max``: it is a maximum over many points).
-        min_trusted_fraction: a size with fewer trusted runs fails the report.
-        curve_n_ctx: context size of the NLL-vs-time tasks.
-        curve_tasks: tasks on the NLL-vs-time curve (0 skips it).
-        curve_budgets: per point, warmup steps = kept draws of one NUTS chain.
-    """
-
-    n_ctx_sizes: tuple[int, ...] = (1, 5, 20, 50, 100)
-    n_tasks: int = 16
-    n_qry: int = 100
-    seed: int = 4242
-    nuts: NUTSConfig = DEFAULT_BNN_NUTS
-    point_r_hat_max: float = 1.05
-    min_trusted_fraction: float = 0.5
-    curve_n_ctx: int = 20
-    curve_tasks: int = 4
-    curve_budgets: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "n_ctx_sizes", tuple(int(n) for n in self.n_ctx_sizes))
-        object.__setattr__(self, "curve_budgets", tuple(int(b) for b in self.curve_budgets))
-        if isinstance(self.nuts, Mapping):
-            object.__setattr__(self, "nuts", NUTSConfig.from_dict(dict(self.nuts)))
-        sizes = self.n_ctx_sizes
-        if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
-            raise ValueError(f"n_ctx_sizes must be distinct positive sizes, got {sizes}")
-        if self.n_tasks < 1 or self.n_qry < 1 or self.curve_tasks < 0:
-            raise ValueError(
-                "n_tasks and n_qry must be positive and curve_tasks non-negative, got "
-                f"{self.n_tasks}, {self.n_qry} and {self.curve_tasks}"
-            )
-        if not self.point_r_hat_max > 1.0 or not 0.0 <= self.min_trusted_fraction <= 1.0:
-            raise ValueError(
-                "point_r_hat_max must exceed 1 and min_trusted_fraction lie in [0, 1], got "
-                f"{self.point_r_hat_max} and {self.min_trusted_fraction}"
-            )
-        if self.curve_tasks and (self.curve_n_ctx < 1 or min(self.curve_budgets, default=0) < 4):
-            raise ValueError(
-                "the NLL-vs-time curve needs curve_n_ctx >= 1 and budgets of at least 4 "
-                f"draws, got {self.curve_n_ctx} and {self.curve_budgets}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "nuts": self.nuts.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BNNNutsValidationConfig:
-        return cls(**data)
 
 
 class _Job(NamedTuple):
@@ -162,6 +94,14 @@ class _Job(NamedTuple):
     seed: int
     index: int
     budget: int | None = None  # None: a scored task with the full NUTS budget
+
+
+class _State(NamedTuple):
+    """What every job needs; sent once to each worker process."""
+
+    model: nn.Module
+    prior: FixedClassifierPrior
+    config: BNNNutsValidationConfig
 
 
 class _CurveResult(NamedTuple):
@@ -176,15 +116,10 @@ def _accuracy(probs_MC: Tensor, y_M: Tensor) -> float:
     return float((probs_MC.argmax(-1) == y_M.long()).to(torch.float64).mean())
 
 
-_warmed_up: set[int] = set()  # ids of models that ran their untimed first pass here
-
-
 def _score_pfn(model: nn.Module, task: Batch) -> tuple[float, float, float]:
     """NLL, accuracy and seconds of one forward pass (context in, all queries out)."""
     with torch.inference_mode():
-        if id(model) not in _warmed_up:  # the first pass pays one-off allocation costs
-            model(task.x_ctx, task.y_ctx, task.x_qry)
-            _warmed_up.add(id(model))
+        model(task.x_ctx, task.y_ctx, task.x_qry)  # untimed: pays one-off allocation costs
         start = time.perf_counter()
         dist = model(task.x_ctx, task.y_ctx, task.x_qry)
         seconds = time.perf_counter() - start
@@ -193,26 +128,31 @@ def _score_pfn(model: nn.Module, task: Batch) -> tuple[float, float, float]:
 
 
 def _run_reference(
-    prior: ParametricClassPrior, task: Batch, nuts: NUTSConfig, seed: int
-) -> tuple[Any, float]:
+    prior: FixedClassifierPrior, task: Batch, nuts: NUTSConfig, seed: int
+) -> tuple[NUTSClassPredictive, float]:
     """NUTS on one task's weights, and its seconds from sampling to query probabilities."""
-    x_ND, y_N, x_MD = task.x_ctx[0].double(), task.y_ctx[0].double(), task.x_qry[0].double()
+    task64 = task.to(torch.float64)
+    x_MD = task64.x_qry[0]
     starts_CP = prior.sample(  # over-dispersed starts: independent draws from the prior
         nuts.num_chains, 0, 0, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
     ).meta["weights"]
+
+    def log_joint(theta: Tensor) -> Tensor:  # NUTS passes one (P,) vector, the gate (N, P)
+        if theta.ndim == 1:
+            return prior.log_joint(theta[None], task64)[0]
+        return prior.log_joint(theta, task64)
+
     start = time.perf_counter()
     reference = nuts_class_predictive(
-        lambda theta: prior.log_joint(theta, x_ND, y_N),
-        lambda theta_NP: prior.predictive(theta_NP, x_MD), starts_CP, nuts, seed=seed,
-    )  # fmt: skip
+        log_joint, lambda theta_NP: prior.predictive(theta_NP, x_MD), starts_CP, nuts, seed=seed
+    )
     return reference, time.perf_counter() - start
 
 
-def _score_task(
-    model: nn.Module, prior: ParametricClassPrior, job: _Job, config: BNNNutsValidationConfig
-) -> ClassTaskScores:
-    pfn_nll, pfn_accuracy, pfn_seconds = _score_pfn(model, job.task)
-    reference, nuts_seconds = _run_reference(prior, job.task, config.nuts, job.seed)
+def _score_task(state: _State, job: _Job) -> ClassTaskScores:
+    config = state.config
+    pfn_nll, pfn_accuracy, pfn_seconds = _score_pfn(state.model, job.task)
+    reference, nuts_seconds = _run_reference(state.prior, job.task, config.nuts, job.seed)
     y_M, run = job.task.y_qry[0], reference.run
     reasons = [run.reason] if run.reason else []
     if not reference.max_point_r_hat < config.point_r_hat_max:
@@ -229,57 +169,24 @@ def _score_task(
     )  # fmt: skip
 
 
-def _score_curve(
-    model: nn.Module, prior: ParametricClassPrior, job: _Job, config: BNNNutsValidationConfig
-) -> _CurveResult:
+def _score_curve(state: _State, job: _Job) -> _CurveResult:
     """One chain of ``job.budget`` warmup steps and draws; its NLL and time, and the PFN's."""
-    pfn_nll, _, pfn_seconds = _score_pfn(model, job.task)
+    pfn_nll, _, pfn_seconds = _score_pfn(state.model, job.task)
     one_chain = dataclasses.replace(
-        config.nuts, num_chains=1, warmup=job.budget, num_samples=job.budget,
+        state.config.nuts, num_chains=1, warmup=job.budget, num_samples=job.budget,
         time_cap_seconds=None, min_ess=0.0,
     )  # fmt: skip
-    reference, nuts_seconds = _run_reference(prior, job.task, one_chain, job.seed)
+    reference, nuts_seconds = _run_reference(state.prior, job.task, one_chain, job.seed)
     return _CurveResult(
         job.budget, reference.nll(job.task.y_qry[0]), nuts_seconds, pfn_nll, pfn_seconds
     )
 
 
-def _run_job(
-    model: nn.Module, prior: ParametricClassPrior, config: BNNNutsValidationConfig, job: _Job
-) -> ClassTaskScores | _CurveResult:
-    score = _score_task if job.budget is None else _score_curve
-    return score(model, prior, job, config)
+def _run_job(state: _State, job: _Job) -> ClassTaskScores | _CurveResult:
+    return _score_task(state, job) if job.budget is None else _score_curve(state, job)
 
 
-_worker_state: tuple[nn.Module, ParametricClassPrior, BNNNutsValidationConfig] | None = None
-
-
-def _init_worker(
-    model: nn.Module, prior: ParametricClassPrior, config: BNNNutsValidationConfig
-) -> None:
-    global _worker_state
-    _worker_state = (model, prior, config)
-    torch.set_num_threads(1)
-
-
-def _run_in_worker(job: _Job) -> ClassTaskScores | _CurveResult:
-    return _run_job(*_worker_state, job)
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """NUTS on a small network is latency-bound: torch's thread pool only adds overhead
-    (measured here: 1.2 ms per log-joint gradient on one thread, 24 ms on two while the
-    other core was busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _jobs(prior: ParametricClassPrior, config: BNNNutsValidationConfig) -> list[_Job]:
+def _jobs(prior: FixedClassifierPrior, config: BNNNutsValidationConfig) -> list[_Job]:
     """Every scored task (sizes in order), then every curve budget; one seed per job."""
     generator = torch.Generator().manual_seed(config.seed)
     jobs: list[_Job] = []
@@ -315,7 +222,7 @@ def _curve(results: list[_CurveResult]) -> tuple[list[CurvePoint], float | None,
 
 def validate_classifier_against_nuts(
     model: nn.Module,
-    prior: ParametricClassPrior,
+    prior: FixedClassifierPrior,
     *,
     config: BNNNutsValidationConfig | None = None,
     checkpoint: str = "",
@@ -335,29 +242,18 @@ def validate_classifier_against_nuts(
         workers: processes running NUTS in parallel, one thread each. Tasks and seeds do
             not depend on it, so neither do the scores; only times do.
         progress: show a rich progress bar.
+
+    Raises:
+        ValueError: ``workers`` is not positive.
     """
     if workers < 1:
         raise ValueError(f"workers must be positive, got {workers}")
     config = config or BNNNutsValidationConfig()
-    model = model.eval()
     jobs = _jobs(prior, config)
-    with contextlib.ExitStack() as stack:
-        run: Callable[[list[_Job]], Iterable[ClassTaskScores | _CurveResult]]
-        if workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(model, prior, config),
-            ))  # fmt: skip
-            run = partial(pool.map, _run_in_worker)
-        else:
-            stack.enter_context(_one_thread())
-            run = partial(map, partial(_run_job, model, prior, config))
-        results: Iterable[ClassTaskScores | _CurveResult] = run(jobs)
-        if progress:
-            from rich.progress import track
-
-            results = track(results, total=len(jobs), description="PFN vs NUTS")
-        results = list(results)
+    results = map_in_workers(
+        _run_job, jobs, workers=workers, init_state=_State(model.eval(), prior, config),
+        progress=progress, description="PFN vs NUTS",
+    )  # fmt: skip
     tasks = [r for r in results if isinstance(r, ClassTaskScores)]
     cells = [ClassCellResult.from_tasks([t for t in tasks if t.n_ctx == n])
              for n in config.n_ctx_sizes]  # fmt: skip
@@ -369,3 +265,59 @@ def validate_classifier_against_nuts(
         curve_pfn_nll=curve_pfn_nll, curve_pfn_seconds=curve_pfn_seconds,
         tolerances=dict(tolerances or {}),
     )  # fmt: skip
+
+
+def _config(options: ValidationOptions) -> BNNNutsValidationConfig:
+    """The run's settings from `options` (their None fields already filled by defaults)."""
+    return BNNNutsValidationConfig(
+        n_ctx_sizes=options.sizes, n_tasks=options.tasks, n_qry=options.n_qry,
+        seed=options.seed, curve_tasks=options.curve_tasks,
+        nuts=dataclasses.replace(
+            DEFAULT_BNN_NUTS, warmup=options.nuts_warmup, num_samples=options.nuts_samples
+        ),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BNNNutsValidator:
+    """A fixed-architecture BNN classifier's PFN against NUTS on the weight posterior."""
+
+    name: str = "bnn-nuts"
+    defaults: ValidationOptions = ValidationOptions(
+        tasks=16,  # x 5 sizes: 80 fresh tasks
+        sizes=(1, 5, 20, 50, 100),
+        nuts_warmup=DEFAULT_BNN_NUTS.warmup,
+        nuts_samples=DEFAULT_BNN_NUTS.num_samples,
+    )
+
+    def run(self, checkpoint: Checkpoint, prior: Any, options: ValidationOptions) -> BNNNutsReport:
+        """Score `checkpoint` and NUTS on fresh tasks of `prior` (see the module docstring).
+
+        Raises:
+            ValueError: `prior` is not a fixed-architecture classification prior.
+        """
+        if not getattr(prior, "is_fixed_classifier", False):
+            raise ValueError(
+                f"bnn-nuts needs a classifier trained on a fixed-architecture prior with a "
+                f"log-joint (e.g. a BNN prior with mode='fixed' and output='classification'); "
+                f"{checkpoint.name!r} has prior {checkpoint.card.get('prior_name')!r} that is "
+                "not one (there is no exact posterior to compare with otherwise)"
+            )
+        options = options.with_defaults(self.defaults)
+        return validate_classifier_against_nuts(
+            checkpoint.model, prior, config=_config(options), checkpoint=checkpoint.name,
+            tolerances=checkpoint.card.get("tolerances", {}), workers=options.workers,
+            progress=options.progress,
+        )  # fmt: skip
+
+    def tables(self, report: Report) -> list[Table]:
+        return bnn_nuts_tables(report.to_dict())
+
+    def plots(
+        self, checkpoint: Checkpoint, prior: Any, report: Report, out_dir: Path
+    ) -> list[Path]:
+        """NLL by context size, and the NLL-vs-time curve when the report has one."""
+        return [plot_bnn_nuts(report.to_dict(), Path(out_dir) / "nll_vs_nuts.png")]
+
+
+register_validator(BNNNutsValidator())

@@ -6,29 +6,39 @@ log q(θ_true | x) with the exact log p(θ_true | x), runs a classifier two-samp
 (sbi's `c2st`) between samples of the two posteriors, checks calibration with
 simulation-based calibration ranks (sbi's `check_sbc`), and checks sequential fusion:
 five batches of four observations, each posterior fed back as the next prior, against
-the exact posterior given all twenty.
+the exact posterior given all twenty. Registered as the "dt-exact" validator.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
-from pfnkit.data import Batch
+from pfnkit.data import Batch, Prior
 from pfnkit.mixtures import sample_mixture
 from pfnkit.models import DistributionTransformer
 from pfnkit.reference.analytic import conjugate_gmm_posterior
+from pfnkit.report import Check, Report
+from pfnkit.validation.plots import plot_dt_posteriors
+from pfnkit.validation.registry import ValidationOptions, register_validator
+from pfnkit.validation.tables import dt_exact_tables
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from pfnkit.checkpoint import Checkpoint
 
 __all__ = [
+    "ConjugateGMMPrior",
+    "DTExactValidator",
     "DTSizeResult",
     "DTValidationReport",
     "FusionResult",
@@ -38,9 +48,10 @@ __all__ = [
 
 TASKS_PER_DRAW = 32  # tasks per prior.sample call; K is shared within one call
 SBC_SAMPLES = 200  # posterior draws per task for the SBC ranks
+MIN_SBC_TASKS = 5  # sbi's C2ST of the ranks cross-validates in 5 folds
 FUSION_BATCHES, FUSION_BATCH_SIZE = 5, 4
 
-TaskSampler = Callable[[int, int, torch.Generator], Batch]  # (n_tasks, n_obs, generator)
+PLOT_N_OBS = (2, 5, 10)  # one contour panel per task with this many observations
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,12 @@ class FusionResult:
 
 
 @dataclass
-class DTValidationReport:
-    """Everything `validate --checkpoint dt-...` prints, stores and gates on."""
+class DTValidationReport(Report):
+    """Everything the dt-exact validator prints, stores and gates on.
+
+    Checks ``nll_gap_mean``, ``c2st_mean`` and ``fusion_gap`` (each at most the card's
+    tolerance of that name; one the card does not name is shown but not gated).
+    """
 
     checkpoint: str
     n_tasks: int
@@ -84,6 +99,8 @@ class DTValidationReport:
     sbc: dict[str, list[float]]
     fusion: FusionResult
     tolerances: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    sbc_samples: int = SBC_SAMPLES
 
     @property
     def mean_gap(self) -> float:
@@ -93,82 +110,40 @@ class DTValidationReport:
     def c2st_mean(self) -> float:
         return sum(s.c2st for s in self.sizes) / len(self.sizes)
 
-    @property
-    def checks(self) -> dict[str, tuple[float, float | None]]:
-        """name -> (measured, tolerance or None)."""
+    def checks(self) -> list[Check]:
         tol = self.tolerances
-        return {
-            "nll_gap_mean": (self.mean_gap, tol.get("nll_gap_mean")),
-            "c2st_mean": (self.c2st_mean, tol.get("c2st_mean")),
-            "fusion_gap": (self.fusion.gap, tol.get("fusion_gap")),
-        }
+        return [
+            Check("nll_gap_mean", self.mean_gap, tol.get("nll_gap_mean")),
+            Check("c2st_mean", self.c2st_mean, tol.get("c2st_mean")),
+            Check("fusion_gap", self.fusion.gap, tol.get("fusion_gap")),
+        ]
 
-    @property
-    def passed(self) -> bool:
-        return all(t is None or v <= t for v, t in self.checks.values())
-
-    def to_dict(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint,
             "n_tasks": self.n_tasks,
+            "seed": self.seed,
+            "sbc_samples": self.sbc_samples,
             "sizes": [{**dataclasses.asdict(s), "gap": s.gap} for s in self.sizes],
             "mean_gap": self.mean_gap,
             "c2st_mean": self.c2st_mean,
             "sbc": self.sbc,
             "fusion": {**dataclasses.asdict(self.fusion), "gap": self.fusion.gap},
-            "tolerances": self.tolerances,
-            "passed": self.passed,
         }
 
-    def print_table(self, console: Any = None) -> None:
-        """Print the per-size table, the SBC and fusion lines and the verdict with rich."""
-        from rich.console import Console
-        from rich.table import Table
 
-        console = console or Console(width=max(Console().width, 110))
-        table = Table(
-            title=f"{self.checkpoint} vs exact posterior ({self.n_tasks} tasks per size; "
-            "NLL of the true θ in nats)"
-        )
-        columns = ("n_obs", "DT NLL", "exact NLL", "gap", "C2ST", "DT ms/task", "exact ms/task")
-        for name in columns:
-            table.add_column(name, justify="right")
-        for s in self.sizes:
-            table.add_row(
-                str(s.n_obs),
-                f"{s.dt_nll:.4f}",
-                f"{s.exact_nll:.4f}",
-                f"{s.gap:+.4f}",
-                f"{s.c2st:.3f}",
-                f"{1e3 * s.dt_seconds_per_task:.3f}",
-                f"{1e3 * s.exact_seconds_per_task:.3f}",
-            )
-        console.print(table)
-        ks = ", ".join(f"{v:.3f}" for v in self.sbc.get("ks_pvals", []))
-        dap = ", ".join(f"{v:.3f}" for v in self.sbc.get("c2st_dap", []))
-        ranks = ", ".join(f"{v:.3f}" for v in self.sbc.get("c2st_ranks", []))
-        console.print(
-            f"SBC ({SBC_SAMPLES} draws per task): KS p-values per dim {ks}; C2ST of ranks vs "
-            f"uniform {ranks}; of data-averaged posterior vs prior {dap}"
-        )
-        f = self.fusion
-        console.print(
-            f"fusion ({f.n_batches} x {f.batch_size} obs, each posterior fed back): DT "
-            f"{f.dt_sequential_nll:.4f}, DT all at once {f.dt_joint_nll:.4f}, exact "
-            f"{f.exact_nll:.4f}, gap {f.gap:+.4f}"
-        )
-        verdict = "PASS" if self.passed else "FAIL"
-        checks = ", ".join(
-            f"{k} {v:+.4f} (tol {t})" if t is not None else f"{k} {v:+.4f}"
-            for k, (v, t) in self.checks.items()
-        )
-        console.print(f"{checks}: {verdict}")
+class ConjugateGMMPrior(Prior, Protocol):
+    """A GMM prior over θ whose simulator is the Gaussian location model x ~ N(θ, obs_cov)."""
 
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+    @property
+    def is_conjugate(self) -> bool:
+        """True when the exact posterior is a GMM again (the Gaussian simulator)."""
+        ...
+
+    @property
+    def obs_cov(self) -> Tensor:
+        """(d, d) observation covariance of the simulator, float64."""
+        ...
 
 
 def _dt_posterior(model: DistributionTransformer, batch: Batch) -> MixtureSameFamily:
@@ -199,9 +174,9 @@ def sequential_posterior(
     return post
 
 
-def _draw(sampler: TaskSampler, n_tasks: int, n_obs: int, gen: torch.Generator) -> list[Batch]:
+def _draw(prior: Prior, n_tasks: int, n_obs: int, gen: torch.Generator) -> list[Batch]:
     return [
-        sampler(min(TASKS_PER_DRAW, n_tasks - start), n_obs, gen)
+        prior.sample(min(TASKS_PER_DRAW, n_tasks - start), n_obs, 0, generator=gen)
         for start in range(0, n_tasks, TASKS_PER_DRAW)
     ]
 
@@ -247,7 +222,7 @@ def _size_result(
 
 
 def _sbc_summary(
-    pieces: list[tuple[Tensor, Tensor, Tensor]], gen: torch.Generator
+    pieces: list[tuple[Tensor, Tensor, Tensor]], gen: torch.Generator, seed: int
 ) -> dict[str, list[float]]:
     """sbi's SBC checks on ranks jittered by U(0, 1).
 
@@ -255,6 +230,11 @@ def _sbc_summary(
     posterior is calibrated, so r + U(0, 1) is uniform on [0, L + 1]. sbi compares the ranks
     with continuous uniform draws; without the jitter its classifier test would only
     detect that integers are not continuous.
+
+    sbi draws those uniform draws from torch's global generator, whose state differs from
+    process to process; they are drawn here under `torch.random.fork_rng` seeded with
+    `seed`, so the same seed gives the same ``c2st_ranks`` and the caller's global state is
+    left as it was.
     """
     from sbi.diagnostics import check_sbc
 
@@ -263,18 +243,24 @@ def _sbc_summary(
     dap = torch.cat([p[2] for p in pieces])
     ranks = (draws < theta).sum(0).double()
     ranks = ranks + torch.rand(ranks.shape, generator=gen, dtype=ranks.dtype)
-    stats = check_sbc(
-        ranks.float(), theta.float(), dap.float(), num_posterior_samples=SBC_SAMPLES + 1
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        stats = check_sbc(
+            ranks.float(), theta.float(), dap.float(), num_posterior_samples=SBC_SAMPLES + 1
+        )
     return {k: [float(v) for v in torch.as_tensor(t).flatten()] for k, t in stats.items()}
 
 
 def _fusion(
-    model: DistributionTransformer, sampler: TaskSampler, n_tasks: int, obs_cov: Tensor, gen
+    model: DistributionTransformer,
+    prior: Prior,
+    n_tasks: int,
+    obs_cov: Tensor,
+    gen: torch.Generator,
 ) -> FusionResult:
     n_obs = FUSION_BATCHES * FUSION_BATCH_SIZE
     seq, joint, exact = [], [], []
-    for batch in _draw(sampler, n_tasks, n_obs, gen):
+    for batch in _draw(prior, n_tasks, n_obs, gen):
         theta = batch.meta["theta"].double()
         post = sequential_posterior(model, batch, FUSION_BATCHES, FUSION_BATCH_SIZE)
         seq.append(post.log_prob(theta))
@@ -289,11 +275,25 @@ def _fusion(
     )
 
 
+def _check_applicable(prior: Prior, checkpoint: str, n_tasks: int, n_sizes: int) -> None:
+    """Raise a ValueError unless the prior is conjugate and SBC gets enough tasks."""
+    if not getattr(prior, "is_conjugate", False):
+        raise ValueError(
+            f"dt-exact needs a conjugate simulator (the Gaussian location model), but "
+            f"{checkpoint!r}'s prior is not one; validate it against NUTS with the dt-nuts "
+            "validator (--reference nuts)"
+        )
+    if n_tasks * n_sizes < MIN_SBC_TASKS:
+        raise ValueError(
+            f"SBC needs at least {MIN_SBC_TASKS} tasks in all (tasks x sizes), got {n_tasks} x "
+            f"{n_sizes}; run more tasks"
+        )
+
+
 def validate_dt_conjugate(
     model: DistributionTransformer,
-    sampler: TaskSampler,
+    prior: ConjugateGMMPrior,
     *,
-    obs_cov: Tensor,
     checkpoint: str = "model",
     n_obs_sizes: Sequence[int] = (0, 2, 5, 10, 20),
     n_tasks: int = 256,
@@ -306,23 +306,31 @@ def validate_dt_conjugate(
     """Validate a Gaussian-location Distribution Transformer against the exact posterior.
 
     Args:
-        model: the Distribution Transformer (any dtype; evaluated in float64).
-        sampler: draws `(n_tasks, n_obs, generator) -> Batch` from the GMM prior.
-        obs_cov: (d, d) observation covariance of the simulator.
+        model: the Distribution Transformer (any dtype; evaluated in float64 in place).
+        prior: the GMM prior it was trained on, with the Gaussian location simulator.
+        checkpoint: name for the report.
         n_obs_sizes: numbers of observations to evaluate at.
         n_tasks: fresh tasks per size (and for the fusion check).
         n_c2st_tasks: tasks per size that also get a C2ST.
         n_c2st_samples: draws from each posterior per C2ST.
+        seed: seed of the tasks and of every draw.
+        tolerances: the card's ``nll_gap_mean``, ``c2st_mean`` and ``fusion_gap``.
+        progress: show a rich progress bar.
+
+    Raises:
+        ValueError: the prior's simulator is not conjugate (use dt-nuts for it), or there
+            are too few tasks for the SBC checks.
     """
     from rich.progress import track
 
+    _check_applicable(prior, checkpoint, n_tasks, len(n_obs_sizes))
     model = model.double().eval()
-    obs_cov = torch.as_tensor(obs_cov, dtype=torch.float64)
+    obs_cov = prior.obs_cov.to(torch.float64)
     gen = torch.Generator().manual_seed(seed)
     sizes, sbc_pieces = [], []
     steps = track(n_obs_sizes, description="DT vs exact") if progress else n_obs_sizes
     for n_obs in steps:
-        batches = _draw(sampler, n_tasks, n_obs, gen)
+        batches = _draw(prior, n_tasks, n_obs, gen)
         result, sbc = _size_result(model, batches, obs_cov, n_c2st_tasks, n_c2st_samples, gen)
         sizes.append(result)
         sbc_pieces += sbc
@@ -330,7 +338,55 @@ def validate_dt_conjugate(
         checkpoint=checkpoint,
         n_tasks=n_tasks,
         sizes=sizes,
-        sbc=_sbc_summary(sbc_pieces, gen),
-        fusion=_fusion(model, sampler, n_tasks, obs_cov, gen),
+        sbc=_sbc_summary(sbc_pieces, gen, seed),
+        fusion=_fusion(model, prior, n_tasks, obs_cov, gen),
         tolerances=dict(tolerances or {}),
+        seed=seed,
     )
+
+
+@dataclass(frozen=True)
+class DTExactValidator:
+    """A Distribution Transformer on a conjugate GMM prior against its closed-form posterior.
+
+    Attributes:
+        c2st_tasks: tasks per size that also get a C2ST (at most the run's tasks).
+        c2st_samples: draws from each posterior per C2ST.
+    """
+
+    name: str = "dt-exact"
+    defaults: ValidationOptions = ValidationOptions(tasks=256, sizes=(0, 2, 5, 10, 20))
+    c2st_tasks: int = 20
+    c2st_samples: int = 1000
+
+    def run(
+        self, checkpoint: Checkpoint, prior: Any, options: ValidationOptions
+    ) -> DTValidationReport:
+        """NLL, C2ST, SBC and fusion on fresh tasks of `prior` (see the module docstring).
+
+        Raises:
+            ValueError: `prior` is not conjugate (use dt-nuts).
+        """
+        options = options.with_defaults(self.defaults)
+        return validate_dt_conjugate(
+            checkpoint.model, prior, checkpoint=checkpoint.name, n_obs_sizes=options.sizes,
+            n_tasks=options.tasks, n_c2st_tasks=self.c2st_tasks,
+            n_c2st_samples=self.c2st_samples, seed=options.seed,
+            tolerances=checkpoint.card.get("tolerances", {}), progress=options.progress,
+        )  # fmt: skip
+
+    def tables(self, report: Report) -> list[Table]:
+        return dt_exact_tables(report.to_dict())
+
+    def plots(
+        self, checkpoint: Checkpoint, prior: Any, report: Report, out_dir: Path
+    ) -> list[Path]:
+        """Contours of prior, exact and DT posterior on fresh tasks (seed: the report's + 1)."""
+        gen = torch.Generator().manual_seed(report.to_dict()["seed"] + 1)
+        tasks = [prior.sample(1, n_obs, 0, generator=gen) for n_obs in PLOT_N_OBS]
+        path = Path(out_dir) / "posterior_contours.png"
+        return [plot_dt_posteriors(checkpoint.model, tasks, prior.obs_cov, path,
+                                   title=checkpoint.name)]  # fmt: skip
+
+
+register_validator(DTExactValidator())

@@ -7,37 +7,53 @@ units of the NUTS posterior standard deviation. The NLL of the true θ under the
 posterior needs the evidence p(x); it is estimated by importance sampling with the
 defensive proposal ½ q_DT + ½ prior, whose weights p(θ, x) / proposal ≤ 2 p(x | θ) stay
 bounded for any likelihood bounded by one (e.g. Bernoulli), so the estimate is reliable
-whatever the DT's quality.
+whatever the DT's quality. Registered as the "dt-nuts" validator; the prior's own
+``log_joint`` (`pfnkit.data.LogJointPrior`) is the NUTS target.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
-from pfnkit.data import Batch
+from pfnkit.data import Batch, LogJointPrior
 from pfnkit.mixtures import mixture_task, sample_mixture
 from pfnkit.models import DistributionTransformer
 from pfnkit.models.distribution_transformer import gmm
 from pfnkit.reference.mcmc import NUTSConfig, run_nuts
+from pfnkit.report import Check, Report
+from pfnkit.validation.registry import ValidationOptions, register_validator
+from pfnkit.validation.tables import dt_nuts_tables
 
-__all__ = ["DTNutsReport", "DTNutsSizeResult", "evidence_nll", "validate_dt_nuts"]
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from pfnkit.checkpoint import Checkpoint
+
+__all__ = [
+    "DEFAULT_DT_NUTS",
+    "DTNutsReport",
+    "DTNutsSizeResult",
+    "DTNutsValidator",
+    "evidence_nll",
+    "validate_dt_nuts",
+]
 
 IS_SAMPLES = 20000  # importance samples per task for the evidence
 C2ST_SAMPLES = 1000  # draws per posterior for each C2ST
 
+DEFAULT_DT_NUTS = NUTSConfig(num_chains=2, warmup=300, num_samples=500, max_tree_depth=6)
+
 LogJoint = Callable[[Tensor, Batch], Tensor]  # (θ (S, d), one task) -> log p(θ, x) (S,)
-TaskSampler = Callable[[int, int, torch.Generator], Batch]
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,13 @@ class DTNutsSizeResult:
 
 
 @dataclass
-class DTNutsReport:
+class DTNutsReport(Report):
+    """Per-size figures, the NUTS budget and the card's tolerances.
+
+    Checks ``nll_gap_mean`` and ``c2st_mean`` (each at most the card's tolerance of that
+    name; one the card does not name is shown but not gated).
+    """
+
     checkpoint: str
     nuts: dict[str, Any]
     sizes: list[DTNutsSizeResult]
@@ -75,14 +97,14 @@ class DTNutsReport:
     def c2st_mean(self) -> float:
         return sum(s.c2st for s in self.sizes) / len(self.sizes)
 
-    @property
-    def passed(self) -> bool:
+    def checks(self) -> list[Check]:
         tol = self.tolerances
-        gap_ok = "nll_gap_mean" not in tol or self.mean_gap <= tol["nll_gap_mean"]
-        c2st_ok = "c2st_mean" not in tol or self.c2st_mean <= tol["c2st_mean"]
-        return gap_ok and c2st_ok
+        return [
+            Check("nll_gap_mean", self.mean_gap, tol.get("nll_gap_mean")),
+            Check("c2st_mean", self.c2st_mean, tol.get("c2st_mean")),
+        ]
 
-    def to_dict(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint,
             "reference": "nuts",
@@ -90,38 +112,7 @@ class DTNutsReport:
             "sizes": [{**dataclasses.asdict(s), "gap": s.gap} for s in self.sizes],
             "mean_gap": self.mean_gap,
             "c2st_mean": self.c2st_mean,
-            "tolerances": self.tolerances,
-            "passed": self.passed,
         }
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
-    def print_table(self) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        console = Console(width=max(Console().width, 120))
-        table = Table(title=f"{self.checkpoint} vs NUTS (NLL of the true θ in nats)")
-        for name in ("n_obs", "tasks", "NUTS trusted", "DT NLL", "exact NLL", "gap", "C2ST",
-                     "|mean err|/sd", "DT ms/task", "NUTS s/task"):  # fmt: skip
-            table.add_column(name, justify="right")
-        for s in self.sizes:
-            table.add_row(
-                str(s.n_obs), str(s.n_tasks), f"{s.n_trusted}/{s.n_nuts}", f"{s.dt_nll:.4f}",
-                f"{s.exact_nll:.4f}", f"{s.gap:+.4f}", f"{s.c2st:.3f}",
-                f"{s.mean_error_sd:.3f}", f"{1e3 * s.dt_seconds_per_task:.3f}",
-                f"{s.nuts_seconds_per_task:.2f}",
-            )  # fmt: skip
-        console.print(table)
-        console.print(f"NUTS budget: {self.nuts}")
-        console.print(
-            f"mean gap {self.mean_gap:+.4f}, mean C2ST {self.c2st_mean:.3f}, tolerances "
-            f"{self.tolerances}: {'PASS' if self.passed else 'FAIL'}"
-        )
 
 
 def evidence_nll(
@@ -200,8 +191,7 @@ def _size_result(n_obs: int, figs: list[dict[str, float]]) -> DTNutsSizeResult:
 
 def validate_dt_nuts(
     model: DistributionTransformer,
-    sampler: TaskSampler,
-    log_joint: LogJoint,
+    prior: LogJointPrior,
     *,
     checkpoint: str = "model",
     n_obs_sizes: Sequence[int] = (5, 20),
@@ -215,25 +205,81 @@ def validate_dt_nuts(
     """Compare the DT with NUTS on fresh tasks of a non-conjugate simulator.
 
     Args:
-        model: the Distribution Transformer (evaluated in float64).
-        sampler: `(n_tasks, n_obs, generator) -> Batch` of the GMM prior.
-        log_joint: `(θ (S, d), one-task Batch) -> log p(θ, x) (S,)`, float64.
+        model: the Distribution Transformer (evaluated in float64, in place).
+        prior: the GMM prior it was trained on; its `log_joint` (θ (S, d), one-task batch)
+            -> log p(θ, x) (S,) is the NUTS target and the evidence's integrand.
+        checkpoint: name for the report.
+        n_obs_sizes: numbers of observations to evaluate at.
         n_tasks: tasks per size for the NLLs (importance sampling only, cheap).
         n_nuts_tasks: the first tasks of each size that also get a NUTS run and a C2ST.
-        nuts: the NUTS budget (chains, warmup, samples, tree depth, gate).
+        nuts: the NUTS budget (chains, warmup, samples, tree depth, gate);
+            `DEFAULT_DT_NUTS` unless given.
+        seed: seed of the tasks and of every draw.
+        tolerances: the card's ``nll_gap_mean`` and ``c2st_mean``.
+        progress: show a rich progress bar.
     """
     from rich.progress import track
 
-    nuts = nuts or NUTSConfig(num_chains=2, warmup=300, num_samples=500, max_tree_depth=6)
+    nuts = nuts or DEFAULT_DT_NUTS
     model = model.double().eval()
     gen = torch.Generator().manual_seed(seed)
     sizes = []
     for n_obs in n_obs_sizes:
-        tasks = [sampler(1, n_obs, gen) for _ in range(n_tasks)]
+        tasks = [prior.sample(1, n_obs, 0, generator=gen) for _ in range(n_tasks)]
         rows = track(tasks, description=f"NUTS, {n_obs} obs") if progress else tasks
         figs = [
-            _task_figures(model, t, log_joint, nuts if i < n_nuts_tasks else None, seed + i, gen)
+            _task_figures(
+                model, t, prior.log_joint, nuts if i < n_nuts_tasks else None, seed + i, gen
+            )
             for i, t in enumerate(rows)
         ]
         sizes.append(_size_result(n_obs, figs))
     return DTNutsReport(checkpoint, nuts.to_dict(), sizes, dict(tolerances or {}))
+
+
+@dataclass(frozen=True)
+class DTNutsValidator:
+    """A Distribution Transformer on any GMM prior with a log-joint against NUTS."""
+
+    name: str = "dt-nuts"
+    defaults: ValidationOptions = ValidationOptions(
+        tasks=256,
+        sizes=(5, 20),
+        nuts_tasks=24,
+        nuts_warmup=DEFAULT_DT_NUTS.warmup,
+        nuts_samples=DEFAULT_DT_NUTS.num_samples,
+    )
+
+    def run(self, checkpoint: Checkpoint, prior: Any, options: ValidationOptions) -> DTNutsReport:
+        """NLLs, C2ST and mean errors against NUTS on fresh tasks of `prior`.
+
+        Raises:
+            ValueError: `prior` has no log-joint (`pfnkit.data.LogJointPrior`).
+        """
+        if not isinstance(prior, LogJointPrior):
+            raise ValueError(
+                f"dt-nuts runs NUTS on the prior's log-joint, but {checkpoint.name!r}'s prior "
+                f"({type(prior).__name__}) has no log_joint(params_SP, task) method"
+            )
+        options = options.with_defaults(self.defaults)
+        nuts = dataclasses.replace(
+            DEFAULT_DT_NUTS, warmup=options.nuts_warmup, num_samples=options.nuts_samples
+        )
+        return validate_dt_nuts(
+            checkpoint.model, prior, checkpoint=checkpoint.name, n_obs_sizes=options.sizes,
+            n_tasks=options.tasks, n_nuts_tasks=options.nuts_tasks, nuts=nuts,
+            seed=options.seed, tolerances=checkpoint.card.get("tolerances", {}),
+            progress=options.progress,
+        )  # fmt: skip
+
+    def tables(self, report: Report) -> list[Table]:
+        return dt_nuts_tables(report.to_dict())
+
+    def plots(
+        self, checkpoint: Checkpoint, prior: Any, report: Report, out_dir: Path
+    ) -> list[Path]:
+        """None yet: the report has no figure of its own."""
+        return []
+
+
+register_validator(DTNutsValidator())

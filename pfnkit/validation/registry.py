@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,6 +19,9 @@ __all__ = ["VALIDATORS", "ValidationOptions", "Validator", "register_validator"]
 @dataclass(frozen=True, kw_only=True)
 class ValidationOptions:
     """Run settings shared by every validator; None means "the validator's default".
+
+    Each validator declares its defaults as a `ValidationOptions` of its own
+    (`Validator.defaults`); `with_defaults` fills the None fields from them.
 
     Attributes:
         tasks: fresh prior tasks per cell.
@@ -45,14 +49,26 @@ class ValidationOptions:
     curve_tasks: int = 4
     progress: bool = False
 
+    def with_defaults(self, defaults: ValidationOptions) -> ValidationOptions:
+        """These options, with every field that is None taken from `defaults`."""
+        fill = {
+            field.name: getattr(defaults, field.name)
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) is None
+        }
+        return dataclasses.replace(self, **fill)
+
 
 class Validator(Protocol):
     """Compares a checkpoint with one oracle on fresh tasks of the checkpoint's prior."""
 
     name: str
+    defaults: ValidationOptions  # fills the options a caller leaves None (tasks, sizes, ...)
 
     def run(self, checkpoint: Checkpoint, prior: Any, options: ValidationOptions) -> Report:
         """Draw tasks from `prior`, score the model and the oracle, return the report.
+
+        Options left None take the validator's `defaults` (``options.with_defaults``).
 
         Raises:
             ValueError: the checkpoint or its prior is not one this validator applies to.
@@ -75,6 +91,11 @@ VALIDATORS: dict[str, Validator] = {}
 
 def register_validator(validator: Validator) -> Validator:
     """Add `validator` to `VALIDATORS` under its name (a name is registered once)."""
+    if not isinstance(getattr(validator, "defaults", None), ValidationOptions):
+        raise TypeError(
+            f"validator {validator.name!r} needs a `defaults: ValidationOptions` attribute "
+            "(its default tasks, sizes, ... for the options a caller leaves None)"
+        )
     if validator.name in VALIDATORS:
         raise ValueError(f"a validator named {validator.name!r} is already registered")
     VALIDATORS[validator.name] = validator

@@ -1,4 +1,4 @@
-"""PFNClassifier on real tables: ensembles over column orders, categorical codes, quantiles."""
+"""PFNClassifier on real tables: ensembles over views and relabellings, categorical codes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
 
 from pfnkit import PFNClassifier
 from pfnkit.checkpoint import save_checkpoint
-from pfnkit.estimators.classifier import draw_feature_orders
 from pfnkit.estimators.tables import UNKNOWN_CATEGORY_CODE
 from pfnkit.models import PFNConfig
 from tests.helpers import make_tiny_pfn
@@ -52,7 +50,9 @@ def _loop_oracle(clf: PFNClassifier, x: np.ndarray, y: np.ndarray, x_test: np.nd
     loc, scale = x.mean(axis=0), x.std(axis=0)
     _, y_index = np.unique(y, return_inverse=True)
     members = []
-    for order, perm in itertools.product(clf.feature_orders_, clf.permutations_):
+    for view, relabelling in clf.members_:
+        order = clf.views_.orders[clf.views_.layout[view, 0]]
+        perm = clf.permutations_[relabelling]
 
         def inputs(rows: np.ndarray, order: np.ndarray = order) -> torch.Tensor:
             z = (rows[:, order] - loc[order]) / scale[order]
@@ -68,22 +68,57 @@ def _loop_oracle(clf: PFNClassifier, x: np.ndarray, y: np.ndarray, x_test: np.nd
 
 
 @pytest.mark.parametrize("d", [3, 6])  # fewer features than the model reads, and more
-def test_ensemble_equals_a_loop_over_its_members(clf4: str, d: int) -> None:
+@pytest.mark.parametrize("relabellings", [2, "auto"])  # a grid, and one relabelling per view
+def test_ensemble_equals_a_loop_over_its_members(clf4: str, d: int, relabellings) -> None:
     x, y = _table(d=d)
     x_test = np.random.default_rng(1).normal(size=(7, d))
-    clf = PFNClassifier(checkpoint=clf4, n_estimators=4, class_permutations=2, query_chunk_size=3)
+    clf = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=relabellings,
+                        preprocessing="none", query_chunk_size=3)  # fmt: skip
     with pytest.warns(UserWarning) if d > WIDTH else contextlib.nullcontext():
         clf.fit(x, y)
-    assert len(clf.feature_orders_) == 4 and len(clf.permutations_) == 2
+    n_views = len(clf.views_.layout)
+    if relabellings == 2:  # 4 views × 2 relabellings, every view with each
+        assert n_views == 4 and len(clf.permutations_) == 2 and len(clf.members_) == 8
+        assert {tuple(m) for m in clf.members_} == set(itertools.product(range(4), range(2)))
+    else:  # 4! > 8 relabellings of 4 classes: 8 of them, one per view
+        assert len(clf.permutations_) == 8 and len(clf.members_) == 8
+        np.testing.assert_array_equal(clf.members_[:, 1], np.arange(8))
+        assert set(clf.members_[:, 0]) == set(range(n_views))
     expected = _loop_oracle(clf, x, y, x_test)
     np.testing.assert_allclose(clf.predict_proba(x_test), expected, atol=FLOAT64_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_transformed_members_equal_uncached_passes_on_their_views(
+    clf4: str, temperature: float
+) -> None:
+    x, y = _table(d=3)
+    x[::4, 1] = np.nan
+    x_test = np.random.default_rng(1).normal(size=(5, 3))
+    clf = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=2,
+                        softmax_temperature=temperature).fit(x, y)  # fmt: skip
+    methods = {clf.views_.methods[m] for m in clf.views_.layout[:, 1]}
+    assert methods == {"none", "quantile", "power", "robust"}
+    ctx, qry = clf.views_.transform(x), clf.views_.transform(x_test)
+    members = []
+    for view, relabelling in clf.members_:
+        perm = clf.permutations_[relabelling]
+        labels = torch.as_tensor(perm[y], dtype=torch.float64)[None]
+        with torch.no_grad():
+            logits = clf.checkpoint_.model(
+                torch.as_tensor(ctx[view])[None], labels, torch.as_tensor(qry[view])[None]
+            ).logits[0]
+        members.append(torch.softmax(logits[:, perm] / temperature, dim=-1).numpy())
+    np.testing.assert_allclose(clf.predict_proba(x_test), np.mean(members, axis=0),
+                               atol=FLOAT64_ATOL, rtol=0)  # fmt: skip
 
 
 def test_predictions_are_invariant_to_the_order_of_context_rows(clf4: str) -> None:
     x, y = _table(n=40, d=3)
     x = np.column_stack([x, np.array(["a", "b", "c", "d", "e"], dtype=object)[np.arange(40) % 5]])
     x_test = x[::3]
-    options = dict(checkpoint=clf4, n_estimators=4, preprocessing="quantile", random_state=3)
+    x[::7, 0] = np.nan
+    options = dict(checkpoint=clf4, n_estimators=8, random_state=3)  # every preprocessing
     proba = PFNClassifier(**options).fit(x, y).predict_proba(x_test)
     rows = np.random.default_rng(0).permutation(len(x))
     shuffled = PFNClassifier(**options).fit(x[rows], y[rows]).predict_proba(x_test)
@@ -100,34 +135,19 @@ def test_the_seed_fixes_the_ensemble(clf4: str) -> None:
 
     np.testing.assert_array_equal(proba(5, n_estimators=3), proba(5, n_estimators=3))
     assert not np.allclose(proba(5, n_estimators=3), proba(6, n_estimators=3))
-    # one member reads the columns as given, whatever the seed
+    # one view reads the columns as given, whatever the seed
     np.testing.assert_array_equal(
-        proba(5, n_estimators=1, class_permutations="all"),
-        proba(6, n_estimators=1, class_permutations="all"),
+        proba(5, n_estimators=1, class_permutations="all", preprocessing="none"),
+        proba(6, n_estimators=1, class_permutations="all", preprocessing="none"),
     )
 
 
-def test_feature_orders_start_with_the_identity_and_are_distinct() -> None:
-    rng = np.random.RandomState(0)
-    orders = draw_feature_orders(5, 8, 4, rng)
-    assert orders.shape == (4, 5) and len({tuple(o) for o in orders}) == 4
-    np.testing.assert_array_equal(orders[0], np.arange(5))
-    assert all(sorted(o) == list(range(5)) for o in orders)
-    every = draw_feature_orders(3, 8, 6, rng)  # 3! <= 6: all of them
-    assert {tuple(o) for o in every} == set(itertools.permutations(range(3)))
-    np.testing.assert_array_equal(draw_feature_orders(3, 3, 1, rng), [[0, 1, 2]])
-
-
-def test_more_features_than_the_model_reads_become_balanced_subsets(clf4: str) -> None:
-    orders = draw_feature_orders(10, 4, 2, np.random.RandomState(0))
-    assert orders.shape == (3, 4)  # ceil(10 / 4) subsets, though 2 were asked for
-    uses = np.bincount(orders.ravel(), minlength=10)
-    assert uses.min() >= 1 and uses.max() - uses.min() <= 1
-    assert all(len(set(o)) == 4 for o in orders)
+def test_more_features_than_the_model_reads_become_subsets_with_a_warning(clf4: str) -> None:
     x, y = _table(d=10)
     with pytest.warns(UserWarning, match="X has 10 features but checkpoint 'clf4' reads at most 4; "
-                      "each of the 3 ensemble members sees a random subset of 4"):  # fmt: skip
-        clf = PFNClassifier(checkpoint=clf4).fit(x, y)
+                      "each of the 3 ensemble views sees a random subset of 4"):  # fmt: skip
+        clf = PFNClassifier(checkpoint=clf4, n_estimators=1).fit(x, y)
+    assert sorted(set(clf.views_.orders.ravel())) == list(range(10))
     assert clf.n_features_in_ == 10 and np.isfinite(clf.predict_proba(x)).all()
     with pytest.raises(ValueError, match="X has 9 features, but PFNClassifier is expecting 10"):
         clf.predict(x[:, :9])
@@ -141,20 +161,16 @@ def test_too_many_classes_is_a_clear_error(clf4: str) -> None:
         PFNClassifier(checkpoint=clf4, n_estimators=3).fit(x, np.arange(30) % 5)
 
 
-def test_missing_values_are_rejected_naming_the_columns(clf4: str) -> None:
+def test_infinity_is_rejected_naming_the_columns(clf4: str) -> None:
     x, y = _table(d=3)
-    with_nan = x.copy()
-    with_nan[[2, 5], 2] = np.nan
-    with_nan[1, 0] = np.inf
-    with pytest.raises(ValueError, match=r"NaN .* or inf in column\(s\) 0, 2; .* impute"):
-        PFNClassifier(checkpoint=clf4).fit(with_nan, y)
-    table = np.column_stack([x, np.array(["u", "v"], dtype=object)[np.arange(30) % 2]])
-    table[4, 3] = None
-    with pytest.raises(ValueError, match=r"NaN .* in column\(s\) 3;"):
-        PFNClassifier(checkpoint=clf4).fit(table, y)
+    with_inf = x.copy()
+    with_inf[[2, 5], 2] = np.inf
+    with_inf[1, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"inf in column\(s\) 0, 2; infinity is not a missing"):
+        PFNClassifier(checkpoint=clf4).fit(with_inf, y)
     clf = PFNClassifier(checkpoint=clf4).fit(x, y)
-    with pytest.raises(ValueError, match=r"NaN .* in column\(s\) 2;"):
-        clf.predict_proba(with_nan[2:4])
+    with pytest.raises(ValueError, match=r"inf in column\(s\) 2;"):
+        clf.predict_proba(with_inf[2:4])
 
 
 def test_categorical_columns_get_ordinal_codes_and_unseen_categories_code_minus_one(
@@ -167,6 +183,11 @@ def test_categorical_columns_get_ordinal_codes_and_unseen_categories_code_minus_
     np.testing.assert_array_equal(clf.preprocessor_.categorical_, [False, True, False])
     codes = clf.preprocessor_.transform(table)[:, 1]
     np.testing.assert_array_equal(codes, np.searchsorted(["blue", "green", "red"], colours))
+    standardized = (codes - codes.mean()) / codes.std()
+    views = clf.views_.transform(clf.preprocessor_.transform(table))
+    for view, (o, _) in zip(views, clf.views_.layout, strict=True):
+        position = list(clf.views_.orders[o]).index(1)  # codes: standardized, not transformed
+        np.testing.assert_allclose(view[:, position], standardized, atol=FLOAT64_ATOL)
     queries = table[:4].copy()
     queries[0, 1] = "purple"  # unseen in fit
     assert clf.preprocessor_.transform(queries)[0, 1] == UNKNOWN_CATEGORY_CODE
@@ -195,33 +216,14 @@ def test_numbers_in_object_arrays_stay_numeric(clf4: str) -> None:
     np.testing.assert_array_equal(clf.predict_proba(x.astype(object)), expected)
 
 
-def test_quantile_scores_match_plotting_positions_of_the_context(clf4: str) -> None:
-    rng = np.random.default_rng(0)
-    x = np.column_stack([rng.exponential(size=40), rng.standard_t(2, size=40)])
-    y = np.arange(40) % 2
-    clf = PFNClassifier(checkpoint=clf4, preprocessing="quantile").fit(x, y)
-    # oracle: the k-th smallest of n distinct context values has level (k + 1/2) / n;
-    # between context values the level is linear in x, outside it is clipped
-    n = len(x)
-    queries = np.vstack([x[:5] + 1e-3, x.min(axis=0) - 1, x.max(axis=0) + 1])
-    for j in range(2):
-        ranks = np.argsort(np.argsort(x[:, j]))
-        np.testing.assert_allclose(clf.preprocessor_.transform(x)[:, j],
-                                   norm.ppf((ranks + 0.5) / n), atol=1e-12)  # fmt: skip
-        level = np.interp(queries[:, j], np.sort(x[:, j]), (np.arange(n) + 0.5) / n)
-        np.testing.assert_allclose(
-            clf.preprocessor_.transform(queries)[:, j], norm.ppf(level), atol=1e-9
-        )
-    scores = clf.preprocessor_.transform(x)
-    assert np.abs(scores).max() == pytest.approx(norm.ppf(1 - 0.5 / n))  # not sklearn's 5.2
-
-
 def test_bad_options_are_clear_errors(clf4: str) -> None:
     x, y = _table(d=3)
     for bad in (0, 2.0, True, "4"):
         with pytest.raises(ValueError, match="n_estimators must be a positive int"):
             PFNClassifier(checkpoint=clf4, n_estimators=bad).fit(x, y)
-    with pytest.raises(ValueError, match="preprocessing must be one of"):
-        PFNClassifier(checkpoint=clf4, preprocessing="power").fit(x, y)
+    with pytest.raises(ValueError, match="preprocessing must be 'auto', one of"):
+        PFNClassifier(checkpoint=clf4, preprocessing="log").fit(x, y)
+    with pytest.raises(ValueError, match="softmax_temperature must be .auto. or a positive number"):
+        PFNClassifier(checkpoint=clf4, softmax_temperature=0).fit(x, y)
     with pytest.raises(ValueError, match="categorical_features must be 'auto'"):
         PFNClassifier(checkpoint=clf4, categorical_features="all").fit(x, y)

@@ -11,7 +11,7 @@ import torch
 
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.estimators import PFNRegressor
-from pfnkit.estimators._base import pad_features
+from pfnkit.estimators.ensemble import pad_features
 from pfnkit.models import PFNConfig
 from priors.gp import GPPrior, GPPriorConfig
 from tests.helpers import make_tiny_pfn
@@ -80,14 +80,15 @@ def test_pad_rescale_reproduces_the_prior_inputs(tmp_path: Path, d: int) -> None
     np.testing.assert_allclose(pad_features(x_std, 4, "sqrt"), x_prior, atol=FLOAT32_ATOL, rtol=0)
     mapping = {"x": "identity", "y": "identity", "features": "pad", "pad_rescale": "sqrt"}
     reg = PFNRegressor(checkpoint=_checkpoint(tmp_path, mapping)).fit(x_std, batch.y_ctx[0].numpy())
-    np.testing.assert_allclose(reg._to_model_x(x_std).numpy(), x_prior, atol=FLOAT32_ATOL, rtol=0)
+    first_view = reg.views_.transform(x_std)[0]  # the columns in their order
+    np.testing.assert_allclose(first_view, x_prior, atol=FLOAT32_ATOL, rtol=0)
 
 
 def test_without_pad_rescale_padding_is_plain_zeros(tmp_path: Path) -> None:
     mapping = {"x": "identity", "y": "identity", "features": "pad"}
     x = np.arange(6.0).reshape(3, 2)
     reg = PFNRegressor(checkpoint=_checkpoint(tmp_path, mapping)).fit(x, np.arange(3.0))
-    np.testing.assert_array_equal(reg._to_model_x(x).numpy(), np.c_[x, np.zeros((3, 2))])
+    np.testing.assert_array_equal(reg.views_.transform(x)[0], np.c_[x, np.zeros((3, 2))])
 
 
 def test_unknown_pad_rescale_is_a_clear_error(tmp_path: Path) -> None:

@@ -43,12 +43,13 @@ def test_predictions_match_the_raw_model(tiny_checkpoint: Path) -> None:
     x, y = _data()
     x_test = np.linspace(0, 1, 7).reshape(-1, 1)
     reg = PFNRegressor(checkpoint=str(tiny_checkpoint), query_chunk_size=3).fit(x, y)
+    assert len(reg.views_.layout) == 1  # one feature in fixed units: one distinct view
     model = reg.checkpoint_.model
     with torch.no_grad():
         raw = model(torch.tensor(x)[None], torch.tensor(y)[None], torch.tensor(x_test)[None])[0]
     dist = reg.predict_distribution(x_test)
     assert dist.batch_shape == (7,)
-    torch.testing.assert_close(dist.logits, raw.logits, atol=FLOAT64_ATOL, rtol=0)
+    torch.testing.assert_close(dist.log_probs, raw.log_probs, atol=FLOAT64_ATOL, rtol=0)
     np.testing.assert_allclose(reg.predict(x_test), raw.mean.numpy(), atol=FLOAT64_ATOL, rtol=0)
     q = reg.predict_quantiles(x_test, [0.05, 0.5, 0.95])
     assert q.shape == (7, 3) and np.all(np.diff(q, axis=1) > 0)
@@ -58,13 +59,14 @@ def test_predictions_match_the_raw_model(tiny_checkpoint: Path) -> None:
 def test_log_prob_includes_the_jacobian_and_broadcasts(standardizing_checkpoint: Path) -> None:
     x, y = _data(d=2)
     y = 1000.0 + 50.0 * y
-    reg = PFNRegressor(checkpoint=str(standardizing_checkpoint)).fit(x, y)
+    reg = PFNRegressor(checkpoint=str(standardizing_checkpoint), n_estimators=1,
+                       preprocessing="none", softmax_temperature=1.0).fit(x, y)  # fmt: skip
     x_test = np.random.default_rng(1).uniform(0, 1, size=(4, 2))
     dist = reg.predict_distribution(x_test)
     loc, scale = reg.mapping_.y_loc, reg.mapping_.y_scale
     assert loc == pytest.approx(y.mean()) and scale == pytest.approx(y.std())
     model_dist = reg.checkpoint_.model.predict_from_cache(
-        reg.cache_, reg._to_model_x(x_test)[None]
+        reg.cache_, torch.as_tensor(reg.views_.transform(x_test))
     )[0]
     y_query = torch.tensor([990.0, 1000.0, 1010.0, 1050.0], dtype=torch.float64)
     expected = model_dist.log_prob((y_query - loc) / scale) - math.log(scale)
@@ -82,13 +84,9 @@ def test_log_prob_includes_the_jacobian_and_broadcasts(standardizing_checkpoint:
 @pytest.mark.parametrize(
     ("x", "y", "match"),
     [
-        (np.array([[np.nan], [0.5]]), np.array([0.0, 1.0]), "NaN"),
-        (np.array([[0.1], [0.5]]), np.array([np.inf, 1.0]), "infinity|inf"),
-        (
-            np.zeros((3, 2)),
-            np.zeros(3),
-            "X has 2 features but checkpoint 'tiny' was trained for exactly 1",
-        ),
+        (np.array([[np.inf], [0.5]]), np.array([0.0, 1.0]), "inf in column"),
+        (np.array([[0.1], [0.5]]), np.array([np.inf, 1.0]), "y contains infinity"),
+        (np.array([[0.1], [0.5]]), np.array([np.nan, 1.0]), "y contains NaN"),
         (np.zeros((0, 1)), np.zeros(0), "0 sample"),
     ],
 )
@@ -97,16 +95,19 @@ def test_bad_input_raises_a_clear_value_error(tiny_checkpoint, x, y, match) -> N
         PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(x, y)
 
 
-def test_padding_checkpoint_rejects_too_many_features(standardizing_checkpoint) -> None:
-    x, y = _data(d=4)
-    with pytest.raises(ValueError, match="trained for at most 3"):
-        PFNRegressor(checkpoint=str(standardizing_checkpoint)).fit(x, y)
+def test_more_features_than_the_model_reads_become_subsets(standardizing_checkpoint) -> None:
+    x, y = _data(d=7)
+    message = "X has 7 features but checkpoint 'tiny-std' reads at most 3; each of the 4 ensemble"
+    with pytest.warns(UserWarning, match=message + " views sees a random subset of 3"):
+        reg = PFNRegressor(checkpoint=str(standardizing_checkpoint)).fit(x, y)
+    assert sorted(set(reg.views_.orders.ravel())) == list(range(7))
+    assert np.isfinite(reg.predict(x)).all()
 
 
-def test_predict_rejects_nan_and_wrong_feature_count(tiny_checkpoint) -> None:
+def test_predict_rejects_inf_and_wrong_feature_count(tiny_checkpoint) -> None:
     reg = PFNRegressor(checkpoint=str(tiny_checkpoint)).fit(*_data())
-    with pytest.raises(ValueError, match="NaN"):
-        reg.predict(np.array([[np.nan]]))
+    with pytest.raises(ValueError, match="inf in column"):
+        reg.predict(np.array([[np.inf]]))
     with pytest.raises(ValueError, match="features"):
         reg.predict(np.zeros((2, 3)))
 

@@ -1,7 +1,9 @@
 """scikit-learn's estimator checks on PFNRegressor and PFNClassifier.
 
-They need checkpoints that take up to 10 standardized features (the checks' datasets
-have up to 10), so they run on tiny checkpoints: `tests/data/gp10-tiny`, made with
+First the defaults, `PFNRegressor()` and `PFNClassifier()`, on the shipped general-purpose
+checkpoints ("gp", "scm-clf"; about 10 s on one core, all checks together). Then tiny
+checkpoints that exercise other cards and options; they take up to 10 standardized
+features (the checks' datasets have up to 10): `tests/data/gp10-tiny`, made with
 `python cli.py pretrain --prior gp --config examples/configs/gp10_tiny.toml \
 --out tests/data/gp10-tiny`, and `tests/data/clf-tiny` (up to 4 classes), made with
 `python -m tests.make_clf_tiny`.
@@ -23,10 +25,13 @@ CLF_TINY = DATA / "clf-tiny.safetensors"
 
 @parametrize_with_checks(
     [
+        PFNRegressor(),
+        PFNClassifier(),
         PFNRegressor(checkpoint=str(GP10_TINY)),
         PFNClassifier(checkpoint=str(CLF_TINY)),
-        # the table options: an ensemble over column orders, quantile scores
-        PFNClassifier(checkpoint=str(CLF_TINY), n_estimators=3, preprocessing="quantile"),
+        # one member reading the table as given; and one preprocessing for every view
+        PFNClassifier(checkpoint=str(CLF_TINY), n_estimators=1, preprocessing="none"),
+        PFNRegressor(checkpoint=str(GP10_TINY), n_estimators=3, preprocessing="quantile"),
     ]
 )
 def test_sklearn_estimator_checks(estimator, check) -> None:

@@ -1,19 +1,21 @@
-"""Distribution Transformer: symmetries, shapes, feeding a posterior back, input checks."""
+"""Distribution Transformer: component equivariance, shapes, feeding a posterior back, checks.
+
+The equivalences every model obeys (batch = loop, permuted observations, fused = reference
+attention) are in test_model_contract.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pfnkit.models import DistributionTransformer, DTConfig
-
-FLOAT64_EXACT = 1e-10  # the same float64 computation in another order
-CONFIG = DTConfig(dim=2, obs_dim=2, k_max=4, d_model=32, n_heads=4, n_layers=2, d_ff=64)
+from pfnkit.models import DistributionTransformer
+from tests.conftest import FLOAT64_ATOL
+from tests.helpers import make_tiny_dt
 
 
 def _model() -> DistributionTransformer:
-    torch.manual_seed(0)
-    return DistributionTransformer(CONFIG).double().eval()
+    return make_tiny_dt()
 
 
 def _prior(b: int, k: int, seed: int = 0):
@@ -39,28 +41,23 @@ def test_posterior_shapes_and_empty_observations() -> None:
         assert torch.isfinite(post.log_prob(theta)).all()
 
 
-def test_invariant_to_permuting_components_and_observations() -> None:
+def test_permuting_the_prior_components_permutes_the_posterior_components() -> None:
     model = _model()
     logits, means, tril = _prior(2, 3)
     obs = _obs(2, 6)
-    theta = torch.randn(5, 2, 2, dtype=torch.float64)
-    reference = model(logits, means, tril, obs).log_prob(theta)
-    perm_k, perm_n = torch.tensor([2, 0, 1]), torch.tensor([3, 5, 0, 1, 4, 2])
-    permuted = model(logits[:, perm_k], means[:, perm_k], tril[:, perm_k], obs[:, perm_n])
-    torch.testing.assert_close(
-        permuted.log_prob(theta), reference, atol=FLOAT64_EXACT, rtol=FLOAT64_EXACT
-    )
-
-
-def test_batch_equals_loop() -> None:
-    model = _model()
-    prior, obs = _prior(4, 2), _obs(4, 5)
-    theta = torch.randn(4, 2, dtype=torch.float64)
-    batched = model(*prior, obs).log_prob(theta)
-    looped = torch.stack(
-        [model(*(p[i : i + 1] for p in prior), obs[i : i + 1]).log_prob(theta[i]) for i in range(4)]
-    ).squeeze(-1)
-    torch.testing.assert_close(batched, looped, atol=FLOAT64_EXACT, rtol=FLOAT64_EXACT)
+    reference = model(logits, means, tril, obs)
+    perm = torch.tensor([2, 0, 1])
+    permuted = model(logits[:, perm], means[:, perm], tril[:, perm], obs)
+    pairs = [
+        (permuted.mixture_distribution.logits, reference.mixture_distribution.logits[:, perm]),
+        (permuted.component_distribution.loc, reference.component_distribution.loc[:, perm]),
+        (
+            permuted.component_distribution.scale_tril,
+            reference.component_distribution.scale_tril[:, perm],
+        ),
+    ]
+    for actual, expected in pairs:
+        torch.testing.assert_close(actual, expected, atol=FLOAT64_ATOL, rtol=0)
 
 
 def test_a_posterior_is_accepted_as_the_next_prior() -> None:

@@ -1,4 +1,8 @@
-"""Classification PFN: Categorical output and the equivalences the regression head also obeys."""
+"""Classification PFN: the Categorical head, label embedding and label checks.
+
+The equivalences every model obeys (cached = full pass, chunks, batch = loop, permuted
+context, independent queries, fused = reference attention) are in test_model_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,16 @@ import torch
 from torch.distributions import Categorical
 
 from pfnkit.models import PFN, PFNConfig
+from tests.conftest import FLOAT64_ATOL
+from tests.helpers import TINY_CLF_CONFIG as CLF_CONFIG
+from tests.helpers import make_tiny_pfn
 
-FLOAT64_ATOL = 1e-10  # float64 identities (same model, different code path)
-N_CLASSES = 3
-CLF_CONFIG = PFNConfig(
-    num_features=2, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_classes=N_CLASSES
-)
+N_CLASSES = CLF_CONFIG.n_classes
 
 
 @pytest.fixture
 def clf_pfn64() -> PFN:
-    torch.manual_seed(0)
-    model = PFN(CLF_CONFIG)
-    with torch.no_grad():
-        model.query_marker.normal_()  # no parameter left at its (zero) init
-    return model.double().eval()
+    return make_tiny_pfn(CLF_CONFIG).double()
 
 
 def _data(b: int = 3, n: int = 7, m: int = 5, d: int = 2, seed: int = 0):
@@ -42,49 +41,8 @@ def test_output_is_a_categorical_over_queries(clf_pfn64: PFN) -> None:
     )
     labels = torch.tensor([0, 1, 2, 1]).expand(2, 4)
     assert torch.isfinite(dist.log_prob(labels)).all()
-
-
-def test_fused_attention_matches_reference(clf_pfn64: PFN) -> None:
-    x_ctx, y_ctx, x_qry = _data()
-    fused = clf_pfn64(x_ctx, y_ctx, x_qry).logits
-    clf_pfn64.use_reference_attention(True)
-    reference = clf_pfn64(x_ctx, y_ctx, x_qry).logits
-    torch.testing.assert_close(fused, reference, atol=FLOAT64_ATOL, rtol=0)
-
-
-def test_cached_and_chunked_match_the_full_pass(clf_pfn64: PFN) -> None:
-    x_ctx, y_ctx, x_qry = _data()
-    full = clf_pfn64(x_ctx, y_ctx, x_qry).logits
     cache = clf_pfn64.encode_context(x_ctx, y_ctx)
-    cached = clf_pfn64.predict_from_cache(cache, x_qry)
-    chunked = clf_pfn64.predict_from_cache(cache, x_qry, chunk_size=2)
-    assert isinstance(cached, Categorical) and isinstance(chunked, Categorical)
-    torch.testing.assert_close(cached.logits, full, atol=FLOAT64_ATOL, rtol=0)
-    torch.testing.assert_close(chunked.logits, full, atol=FLOAT64_ATOL, rtol=0)
-
-
-def test_queries_are_independent(clf_pfn64: PFN) -> None:
-    x_ctx, y_ctx, x_qry = _data(m=2)
-    both = clf_pfn64(x_ctx, y_ctx, x_qry).logits
-    first = clf_pfn64(x_ctx, y_ctx, x_qry[:, :1]).logits
-    second = clf_pfn64(x_ctx, y_ctx, x_qry[:, 1:]).logits
-    torch.testing.assert_close(both, torch.cat([first, second], 1), atol=FLOAT64_ATOL, rtol=0)
-
-
-def test_permuting_the_context_changes_nothing(clf_pfn64: PFN) -> None:
-    x_ctx, y_ctx, x_qry = _data()
-    perm = torch.randperm(x_ctx.shape[1], generator=torch.Generator().manual_seed(3))
-    original = clf_pfn64(x_ctx, y_ctx, x_qry).logits
-    permuted = clf_pfn64(x_ctx[:, perm], y_ctx[:, perm], x_qry).logits
-    torch.testing.assert_close(original, permuted, atol=FLOAT64_ATOL, rtol=0)
-
-
-def test_batch_equals_loop(clf_pfn64: PFN) -> None:
-    x_ctx, y_ctx, x_qry = _data()
-    batched = clf_pfn64(x_ctx, y_ctx, x_qry).logits
-    for i in range(x_ctx.shape[0]):
-        single = clf_pfn64(x_ctx[i : i + 1], y_ctx[i : i + 1], x_qry[i : i + 1]).logits
-        torch.testing.assert_close(batched[i : i + 1], single, atol=FLOAT64_ATOL, rtol=0)
+    assert isinstance(clf_pfn64.predict_from_cache(cache, x_qry, chunk_size=3), Categorical)
 
 
 def test_context_labels_are_looked_up_in_the_embedding(clf_pfn64: PFN) -> None:
@@ -97,12 +55,6 @@ def test_context_labels_are_looked_up_in_the_embedding(clf_pfn64: PFN) -> None:
     with_label_0 = clf_pfn64(x_ctx, torch.zeros_like(y_ctx), x_qry).logits
     with_label_1 = clf_pfn64(x_ctx, torch.ones_like(y_ctx), x_qry).logits
     assert not torch.allclose(with_label_0, with_label_1)
-
-
-def test_no_queries_gives_an_empty_batch(clf_pfn64: PFN) -> None:
-    x_ctx, y_ctx, x_qry = _data()
-    cache = clf_pfn64.encode_context(x_ctx, y_ctx)
-    assert clf_pfn64.predict_from_cache(cache, x_qry[:, :0]).batch_shape == (3, 0)
 
 
 @pytest.mark.parametrize("bad", [0.5, -1.0, float(N_CLASSES)])

@@ -233,13 +233,12 @@ def test_log_joint_is_finite_and_differentiable(output: str) -> None:
     prior = BNNPrior(
         BNNPriorConfig(num_features=2, width=3, activation="gelu", **LIKELIHOODS[output])
     )
-    batch = prior.sample(1, 6, 0, generator=_gen(), dtype=torch.float64)
-    x, y = batch.x_ctx[0], batch.y_ctx[0]
+    task = prior.sample(1, 6, 0, generator=_gen(), dtype=torch.float64)
     params = torch.randn(2, prior.n_parameters, generator=_gen(1), dtype=torch.float64)
-    assert torch.isfinite(prior.log_joint(params, x, y)).all()
+    assert torch.isfinite(prior.log_joint(params, task)).all()
     params.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda p: prior.log_joint(p, x, y), (params,))
-    single = prior.log_joint(params[0].detach(), x, y)
+    assert torch.autograd.gradcheck(lambda p: prior.log_joint(p, task), (params,))
+    single = prior.log_joint(params[0].detach(), task)
     assert single.ndim == 0
 
 

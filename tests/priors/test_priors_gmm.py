@@ -217,9 +217,9 @@ def test_log_prior_matches_torch_mixture_per_task() -> None:
 @pytest.mark.parametrize("simulator", ["gaussian", "logistic"])
 def test_log_joint_is_differentiable(simulator: str) -> None:
     prior = GMMPrior(GMMPriorConfig(dim=2, simulator=simulator, obs_cov=OBS_COV))
-    batch = prior.sample(3, 5, 0, generator=_gen(), dtype=torch.float64)
-    theta = batch.meta["theta"].clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: prior.log_joint(t, batch), (theta,))
+    task = prior.sample(1, 5, 0, generator=_gen(), dtype=torch.float64)
+    theta_SD = torch.randn(3, 2, generator=_gen(1), dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: prior.log_joint(t, task), (theta_SD,))
 
 
 def test_log_likelihood_rejects_wrong_shapes() -> None:

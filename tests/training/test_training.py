@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import importlib
+import logging
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,6 @@ from pfnkit.training import (
     initial_model,
     pretrain,
 )
-from pfnkit.training.module import warmup_cosine
 from priors.gp import GPPrior, GPPriorConfig
 
 LOSS_DROP = 0.1  # nats per query point on held-out tasks after 50 steps
@@ -54,7 +56,7 @@ def test_loss_falls_within_50_steps(tmp_path: Path) -> None:
             return float(-dist.log_prob(held_out.y_qry).mean())
 
     untrained = initial_model(TINY_MODEL, prior, config)
-    trained = pretrain(TINY_MODEL, prior, config, run_dir=tmp_path)
+    trained = pretrain(TINY_MODEL, prior, config, run_dir=tmp_path).model
     assert len(_logged_losses(tmp_path)) == 5
     assert held_out_nll(trained) < held_out_nll(untrained) - LOSS_DROP
 
@@ -70,15 +72,25 @@ def test_initial_model_depends_only_on_the_seed() -> None:
     assert not torch.equal(weight(first), weight(other))
 
 
-def test_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+def _timer_minutes(state: dict) -> float:
+    (timer,) = [v for k, v in state["callbacks"].items() if k.startswith("Timer")]
+    return timer["time_elapsed"]["train"] / 60
+
+
+def test_training_resumes_and_sums_steps_and_minutes(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    pretrain(TINY_MODEL, GPPrior(), _tiny_train(10), run_dir=tmp_path)
+    first = pretrain(TINY_MODEL, GPPrior(), _tiny_train(10), run_dir=tmp_path)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
-    model = pretrain(TINY_MODEL, GPPrior(), _tiny_train(20), run_dir=tmp_path)
+    second = pretrain(TINY_MODEL, GPPrior(), _tiny_train(20), run_dir=tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 20
     assert len(_logged_losses(tmp_path, version=1)) == 1  # the second run logged steps 10-19
-    assert not model.training
+    assert not second.model.training
+    assert (first.summary["optimizer_steps"], second.summary["optimizer_steps"]) == (10, 20)
+    # the live Timer carries the first run's minutes, as Lightning's last.ckpt records them
+    assert second.summary["train_minutes"] > first.summary["train_minutes"] > 0
+    assert second.summary["train_minutes"] == _timer_minutes(state)
+    assert set(second.summary) == {"optimizer_steps", "train_minutes"}
 
 
 def _first_batch(rank: int, offset: int = 0, seed: int = 0) -> torch.Tensor:
@@ -103,17 +115,6 @@ def test_context_sizes_cover_the_configured_range() -> None:
     assert sum(s <= 10 for s in sizes) / len(sizes) > 0.2
 
 
-def test_warmup_then_cosine_schedule() -> None:
-    config = _tiny_train(100, warmup_steps=10, min_lr_ratio=0.1)
-    assert warmup_cosine(0, config) == pytest.approx(0.1)
-    assert warmup_cosine(9, config) == pytest.approx(1.0)
-    midpoint = 10 + 45
-    assert warmup_cosine(midpoint, config) == pytest.approx(
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2))
-    )
-    assert warmup_cosine(100, config) == pytest.approx(0.1)
-
-
 def test_train_config_validation() -> None:
     with pytest.raises(ValueError, match="n_ctx_min"):
         TrainConfig(n_ctx_min=5, n_ctx_max=2)
@@ -126,7 +127,7 @@ def test_bf16_autocast_trains_with_finite_loss(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = pretrain(
         TINY_MODEL, GPPrior(), _tiny_train(3, precision="bf16-mixed"), run_dir=tmp_path
-    )
+    ).model
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert model.x_encoder[0].weight.dtype == torch.float32  # autocast, weights stay fp32
 
@@ -154,10 +155,10 @@ def test_fisher_weight_shrinks_the_data_gradient(tmp_path: Path) -> None:
         module = PFNLightningModule(model.train(), _tiny_train(1, fisher_weight=1.0))
         return float(module.regularised_loss(tasks)[1].detach())
 
-    plain = pretrain(TINY_MODEL, prior, _tiny_train(40), run_dir=tmp_path / "plain")
+    plain = pretrain(TINY_MODEL, prior, _tiny_train(40), run_dir=tmp_path / "plain").model
     robust = pretrain(
         TINY_MODEL, prior, _tiny_train(40, fisher_weight=1.0), run_dir=tmp_path / "robust"
-    )
+    ).model
     assert fisher_of(robust) < 0.5 * fisher_of(plain)
 
 
@@ -175,3 +176,53 @@ def test_init_from_starts_at_the_parent_and_checks_the_config(tmp_path: Path) ->
     other = PFNConfig(num_features=1, d_model=32, n_heads=4, n_layers=1, d_ff=64, n_bars=50)
     with pytest.raises(ValueError, match="model config"):
         initial_model(other, GPPrior(), _tiny_train(1, init_from=str(tmp_path / "parent")))
+
+
+def test_fine_tune_loads_its_parent_once_and_records_it(tmp_path: Path, monkeypatch) -> None:
+    from pfnkit.checkpoint import load_checkpoint, save_checkpoint
+
+    pretrain_module = importlib.import_module("pfnkit.training.pretrain")  # not the function
+
+    parent = initial_model(TINY_MODEL, GPPrior(), _tiny_train(1, seed=3))
+    save_checkpoint(
+        tmp_path / "parent", parent, prior_name="gp", prior_config={}, train_config={},
+        command="test", training={"optimizer_steps": 7, "train_minutes": 1.5},
+    )  # fmt: skip
+    loads = []
+    monkeypatch.setattr(pretrain_module, "load_checkpoint",
+                        lambda name: loads.append(name) or load_checkpoint(name))  # fmt: skip
+    config = _tiny_train(2, init_from=str(tmp_path / "parent"))
+    summary = pretrain(TINY_MODEL, GPPrior(), config, run_dir=tmp_path / "run").summary
+    assert loads == [str(tmp_path / "parent")]
+    sha256 = load_checkpoint(tmp_path / "parent").card["sha256"]
+    assert summary["init_from"] == {"name": "parent", "sha256": sha256, "optimizer_steps": 7,
+                                    "train_minutes": 1.5}  # fmt: skip
+    assert summary["total_train_minutes"] == summary["train_minutes"] + 1.5
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_pretrain_drops_lightning_tips_and_the_leafspec_warning_only(tmp_path: Path) -> None:
+    lightning_log = logging.getLogger("lightning.pytorch")
+    records = _Records()
+    lightning_log.addHandler(records)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pretrain(TINY_MODEL, GPPrior(), _tiny_train(2), run_dir=tmp_path)
+    finally:
+        lightning_log.removeHandler(records)
+    assert not [m for m in records.messages if "Tip:" in m]
+    assert any("max_steps=2" in m for m in records.messages)  # other messages still pass
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    # nothing stays behind: the logger filters and the warning filters are as before
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert not rank_zero.filters
+    assert not [f for f in warnings.filters if f[1] is not None and "LeafSpec" in f[1].pattern]

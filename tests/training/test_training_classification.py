@@ -68,5 +68,5 @@ def test_held_out_nll_falls_within_30_steps(tmp_path: Path) -> None:
             return float(-dist.log_prob(held_out.y_qry.long()).mean())
 
     untrained = initial_model(TINY_CLASSIFIER, prior, config)
-    trained = pretrain(TINY_CLASSIFIER, prior, config, run_dir=tmp_path)
+    trained = pretrain(TINY_CLASSIFIER, prior, config, run_dir=tmp_path).model
     assert held_out_nll(trained) < held_out_nll(untrained) - NLL_DROP

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 import cli
 from pfnkit.checkpoint import save_checkpoint
@@ -19,7 +18,8 @@ from pfnkit.validation.gp_nuts import (
     TaskScores,
     validate_gp_against_nuts,
 )
-from pfnkit.validation.gp_nuts_report import plot_nll_by_context, print_gp_nuts_table
+from pfnkit.validation.plots import plot_nll_by_context
+from pfnkit.validation.tables import gp_nuts_tables
 from priors.gp import GPPrior, GPPriorConfig
 from tests.helpers import make_tiny_pfn
 
@@ -38,6 +38,7 @@ def hyper_checkpoint(tmp_path: Path) -> Path:
         prior_config=GENERAL.to_dict(),
         train_config={"n_ctx_max": 50},
         command="pytest fixture",
+        reference="gp-nuts",
         data_mapping={
             "x": "standardize",
             "y": "standardize",
@@ -48,17 +49,13 @@ def hyper_checkpoint(tmp_path: Path) -> Path:
     return card.with_suffix(".safetensors")
 
 
-def _sampler(n: int, n_ctx: int, n_qry: int, d: int, gen: torch.Generator):
-    return GPPrior(GENERAL).sample(n, n_ctx, n_qry, generator=gen, num_used_features=d)
-
-
 def test_reports_every_cell_and_task_with_the_nuts_gate(tmp_path: Path) -> None:
     config = GPNutsValidationConfig(n_ctx_sizes=(2, 4), dims=(1, 3), n_tasks=2, nuts_tasks=1,
                                     n_qry=5, predictive_draws=4, nuts=TINY_NUTS)  # fmt: skip
     model = make_tiny_pfn(PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64,
                                     n_bars=20))  # fmt: skip
     report = validate_gp_against_nuts(
-        model, _sampler, GENERAL.to_dict(), config=config, checkpoint="tiny",
+        model, GPPrior(GENERAL), GENERAL.to_dict(), config=config, checkpoint="tiny",
         tolerances={"nll_gap_mean": 0.05},
     )  # fmt: skip
     assert [(c.d, c.n_ctx) for c in report.cells] == [(1, 2), (1, 4), (3, 2), (3, 4)]
@@ -77,11 +74,15 @@ def test_reports_every_cell_and_task_with_the_nuts_gate(tmp_path: Path) -> None:
     untrusted = [t for t in ran if not t.trusted]
     assert untrusted and all(t.reason for t in untrusted)  # 8 draws cannot reach ESS 100
     assert not report.passed  # a tolerance is set, and no cell has a trusted NUTS run
+    checks = {c.name: c for c in report.checks()}
+    assert checks["nll_gap_mean"].value is None and not checks["nll_gap_mean"].passed
+    assert not checks["nll_gap_max"].gated  # the card sets no nll_gap_max
     data = json.loads(json.dumps(report.to_dict()))
     assert data["config"]["nuts"] == TINY_NUTS.to_dict() and len(data["tasks"]) == 8
     assert GPNutsValidationConfig.from_dict(data["config"]) == config
-    assert plot_nll_by_context(report, tmp_path / "nll.png").stat().st_size > 0
-    print_gp_nuts_table(report)
+    assert plot_nll_by_context(report.to_dict(), tmp_path / "nll.png").stat().st_size > 0
+    main, checks_table = gp_nuts_tables(data)  # from JSON, as from the report
+    assert main.row_count == 4 and checks_table.row_count == 2
 
 
 def test_cell_averages_use_trusted_tasks_for_the_gap() -> None:
@@ -110,9 +111,12 @@ def test_cli_validate_dispatches_a_hyperprior_card_to_nuts(hyper_checkpoint, tmp
     argv = ["validate", "--checkpoint", str(hyper_checkpoint), "--tasks", "1", "--sizes", "3",
             "--dims", "1,3", "--n-qry", "4", "--nuts-warmup", "6", "--nuts-samples", "6",
             "--json", str(out), "--plots", str(tmp_path / "plots"), "--no-progress"]  # fmt: skip
-    assert cli.main(argv) == 0  # the card has no tolerances
+    assert cli.main([*argv, "--write-card"]) == 0  # the card has no tolerances
     report = json.loads(out.read_text())
     assert report["reference"] == "nuts" and len(report["cells"]) == 2
+    recorded = json.loads(hyper_checkpoint.with_suffix(".json").read_text())["validation"]
+    assert recorded["n_tasks"] == 1 and recorded["command"].startswith("python cli.py validate")
+    assert "tasks" not in recorded and recorded["cells"] == report["cells"]  # no per-task list
     assert report["config"]["nuts"]["warmup"] == 6 and report["config"]["n_tasks"] == 1
     assert report["config"]["nuts_tasks"] == 1  # the default (4) capped at --tasks
     assert (tmp_path / "plots" / "nll_by_context.png").exists()
@@ -121,7 +125,7 @@ def test_cli_validate_dispatches_a_hyperprior_card_to_nuts(hyper_checkpoint, tmp
 
 
 def test_cli_refuses_nuts_for_fixed_hyperparameters(tiny_checkpoint) -> None:
-    argv = ["validate", "--checkpoint", str(tiny_checkpoint), "--reference", "nuts"]
+    argv = ["validate", "--checkpoint", str(tiny_checkpoint), "--reference", "gp-nuts"]
     with pytest.raises(SystemExit, match="fixes every hyperparameter"):
         cli.main(argv)
 
@@ -149,7 +153,9 @@ def test_scores_do_not_depend_on_the_number_of_workers() -> None:
     model = make_tiny_pfn(PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64,
                                     n_bars=20))  # fmt: skip
     one, two = (
-        validate_gp_against_nuts(model, _sampler, GENERAL.to_dict(), config=config, workers=w)
+        validate_gp_against_nuts(
+            model, GPPrior(GENERAL), GENERAL.to_dict(), config=config, workers=w
+        )  # fmt: skip
         for w in (1, 2)
     )
     fields = ("pfn_nll", "nuts_nll", "ml2_nll", "trusted", "max_r_hat", "nuts_run")
