@@ -45,8 +45,11 @@ def load_config(path: str | None, overrides: list[str]) -> dict[str, dict[str, A
     return config
 
 
-def _command_line(argv: list[str]) -> str:
-    return shlex.join(["python", "cli.py", *argv])
+def _command_line(prog: str, argv: list[str]) -> str:
+    """The command as it was invoked, for the card: `python cli.py ...` for the script,
+    `pfnkit ...` for the installed command, `python -m pfnkit ...` for the module."""
+    words = ["python", prog] if prog.endswith(".py") else shlex.split(prog)
+    return shlex.join([*words, *argv])
 
 
 # ----------------------------------------------------------------------------- pretrain
@@ -99,7 +102,7 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
         prior_name=args.prior,
         prior_config=prior.config.to_dict(),
         train_config=train_config.to_dict(),
-        command=_command_line(argv),
+        command=args.command_line,
         data_mapping=data_mapping,
         tolerances=card_section.get("tolerances"),
         training=result.summary,
@@ -201,8 +204,9 @@ def cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"wrote {path}")
     if args.write_card:  # the per-task lists stay in --json; the card keeps the summary
         figures = {key: value for key, value in report.to_dict().items() if key != "tasks"}
-        command = _command_line(argv)
-        record_validation(args.checkpoint, figures, command=command, n_tasks=options.tasks)
+        record_validation(
+            args.checkpoint, figures, command=args.command_line, n_tasks=options.tasks
+        )
     return 0 if report.passed else 1
 
 
@@ -240,10 +244,17 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per library front door."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_pretrain, _add_predict, _add_validate, _add_robustness):
+        add(sub)
+    return parser
 
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    """`pretrain`: a prior, a TOML config and overrides, the checkpoint to write."""
     p = sub.add_parser("pretrain", help="pretrain a PFN on a registered prior, write a checkpoint")
     p.add_argument("--prior", required=True, help="prior name in priors.REGISTRY, e.g. gp")
     p.add_argument("--config", help="TOML file with [prior], [model], [train], [card] sections")
@@ -267,8 +278,15 @@ def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
     scale.add_argument("--strategy", help='Lightning strategy, e.g. "ddp" (default "auto")')
     p.set_defaults(handler=cmd_pretrain)
 
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    """`predict`: a checkpoint's regressor fitted on one CSV, predicting another."""
     p = sub.add_parser("predict", help="fit a checkpoint's regressor on a CSV, predict another")
-    p.add_argument("--checkpoint", default="gp-rbf", help="short name or checkpoint path")
+    p.add_argument(
+        "--checkpoint",
+        default="gp",
+        help="short name or checkpoint path (default gp, the general-purpose regressor)",
+    )
     p.add_argument("--train", required=True, help="CSV with a header: features and the target")
     p.add_argument("--test", required=True, help="CSV with the same feature columns")
     p.add_argument("--target", help="target column name (default: the last column)")
@@ -278,6 +296,9 @@ def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=cmd_predict)
 
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    """`validate`: the card's validator (or --reference), its budget and outputs."""
     p = sub.add_parser("validate", help="compare a checkpoint with exact inference on its prior")
     p.add_argument("--checkpoint", default="gp-rbf", help="short name or checkpoint path")
     p.add_argument(
@@ -324,6 +345,9 @@ def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=cmd_validate)
 
+
+def _add_robustness(sub: argparse._SubParsersAction) -> None:
+    """`robustness`: the attack (or --reference), its radii, budget and outputs."""
     p = sub.add_parser("robustness", help="attack a checkpoint and exact inference on its tasks")
     p.add_argument("--checkpoint", default="gp-rbf", help="short name or checkpoint path")
     p.add_argument(
@@ -347,12 +371,12 @@ def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
     p.add_argument("--plots", help="write a PNG of the worst-attacked task to this folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=cmd_robustness)
-    return parser
 
 
 def main(argv: list[str] | None = None, *, prog: str = "cli.py") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
+    args.command_line = _command_line(prog, argv)  # what the card records
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     return args.handler(args, argv)
 

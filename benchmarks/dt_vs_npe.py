@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import statistics
 import time
 import warnings
@@ -57,6 +56,7 @@ from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from pfnkit.estimators.posterior import PosteriorEstimator
+from pfnkit.metrics import mean_or_none, stderr_or_none
 from pfnkit.reference.analytic import conjugate_gmm_posterior
 from priors.gmm import GMMPriorConfig
 
@@ -282,10 +282,15 @@ def range_checks(card: dict[str, Any], spec: GMMSpec) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- report
-def mean_se(values: Tensor) -> dict[str, float]:
-    n = values.numel()
-    se = float(values.std()) / math.sqrt(n) if n > 1 else math.nan
-    return {"mean": float(values.mean()), "se": se}
+def mean_se(values: Tensor) -> dict[str, float | None]:
+    """Mean over test datasets and its standard error (None for fewer than two datasets)."""
+    listed = values.tolist()
+    return {"mean": mean_or_none(listed), "se": stderr_or_none(listed)}
+
+
+def _plus_minus(figure: dict[str, float | None], spec: str) -> str:
+    se = "-" if figure["se"] is None else f"{figure['se']:.3f}"
+    return f"{figure['mean']:{spec}} ± {se}"
 
 
 def nll_summary(nll: dict[str, Tensor], exact: Tensor) -> dict[str, dict[str, Any]]:
@@ -323,8 +328,7 @@ def results_table(report: dict[str, Any]) -> Table:
     for label, adapt, infer_s, key in rows:
         nll, gap = report["nll"][key]["nll"], report["nll"][key]["minus_exact"]
         table.add_row(label, adapt, "" if infer_s is None else f"{1e3 * infer_s:.3f}",
-                      f"{nll['mean']:.3f} ± {nll['se']:.3f}",
-                      f"{gap['mean']:+.3f} ± {gap['se']:.3f}")  # fmt: skip
+                      _plus_minus(nll, ".3f"), _plus_minus(gap, "+.3f"))  # fmt: skip
     return table
 
 
@@ -334,7 +338,7 @@ def verdict(report: dict[str, Any]) -> str:
     return (
         f"speed: NPE retraining / DT adaptation = {t['speed_ratio']:,.0f}x "
         f"(target >= {SPEED_TARGET:,.0f}x: {'met' if t['speed_met'] else 'NOT met'}); "
-        f"NLL: DT - NPE(B) = {gap['mean']:+.3f} ± {gap['se']:.3f} nats "
+        f"NLL: DT - NPE(B) = {_plus_minus(gap, '+.3f')} nats "
         f"(target <= {NLL_MARGIN}: {'met' if t['nll_met'] else 'NOT met'})"
     )
 
@@ -373,7 +377,7 @@ def run(args: argparse.Namespace, sizes: Sizes, console: Console) -> dict[str, A
     nll_batched, batched_s = dt_batched(est, PRIOR_B, theta, x_BND, sizes.repeats)
     dt = {
         "single_median_s": statistics.median(single),
-        "single_mean_s": statistics.fmean(single),
+        "single_mean_s": mean_or_none(single),
         "batched_per_dataset_s": batched_s / sizes.n_test,
         "batched_vs_single_max_abs_nll": float((nll_batched - nll["dt"]).abs().max()),
         "dtype": str(est.dtype).removeprefix("torch."),

@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/inference.py [--checkpoint gp-rbf] [--dtype float32] [--chunk 4096]
           [--repeats 3] [--gp-max-n 10000] [--gp-timeout 600] [--json out.json] [--smoke]
+          [--methods-only] [--methods-repeats 7]
 
 Times are medians of --repeats calls after one warm-up call (time.perf_counter, CPU, torch's
 default thread count). It measures:
@@ -17,6 +18,11 @@ default thread count). It measures:
    own peak RSS (a forked child's maxrss starts from its RSS at the fork, not from the
    parent's peak), and the increase over its RSS after loading the model.
 4. gpytorch's exact GP (float64 Cholesky, RBF, fixed hyperparameters) on the same data.
+5. First, what a user call costs (`inference_methods.py`): each estimator method on the
+   defaults (`PFNRegressor()`, `PFNClassifier()`, and `PFNRegressor` on --checkpoint), in
+   float32 and float64, against the raw float32 forward pass of the same model on the same
+   inputs, per member and in total, median of --methods-repeats; and what float64 buys over
+   float32 (largest prediction differences). `--methods-only` stops there.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from inference_methods import (
+    METHOD_SIZES,
+    METHOD_SMOKE,
+    measure_methods,
+    measure_precision,
+    methods_table,
+    precision_table,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -178,6 +192,16 @@ def child_gp(args: argparse.Namespace, n: int, m: int) -> Result:
     return measured(base, total_s=seconds)
 
 
+def child_methods(args: argparse.Namespace) -> Result:
+    sizes = METHOD_SMOKE if args.smoke else METHOD_SIZES
+    return {
+        "times": measure_methods(
+            args.checkpoint, sizes, args.methods_repeats, ("float32", "float64")
+        ),
+        "precision": measure_precision(args.checkpoint, sizes),
+    }
+
+
 def _child_main(sender: Connection, fn: Callable[..., Result], fn_args: tuple) -> None:
     try:
         sender.send(("ok", fn(*fn_args)))
@@ -298,9 +322,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gp-timeout", type=float, default=600.0, help="seconds per GP child")
     parser.add_argument("--json", help="write every number to this path")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 1 repeat")
+    parser.add_argument(
+        "--methods-repeats",
+        type=int,
+        default=7,
+        help="timed calls of each estimator method; the median is kept",
+    )
+    parser.add_argument(
+        "--methods-only",
+        action="store_true",
+        help="only the estimator methods against the raw float32 pass",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.repeats = 1
+        args.repeats = args.methods_repeats = 1
     return args
 
 
@@ -311,7 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     n_points = [(n, sizes.n_sweep[1]) for n in sizes.n_sweep[0]]
     m_points = [(sizes.m_sweep[0], m) for m in sizes.m_sweep[1]]
     points = sorted(set(n_points) | set(m_points))
-    console = Console()
+    console = Console(width=120)  # the tables' full width, also when piped to a file
+    console.print("measuring the estimator methods against the raw float32 forward pass")
+    methods = run_isolated(child_methods, args)
+    method_sizes = METHOD_SMOKE if args.smoke else METHOD_SIZES
+    console.print(methods_table(methods["times"], method_sizes, args.methods_repeats))
+    console.print(precision_table(methods["precision"]))
+    if args.methods_only:
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"config": vars(args), "methods": methods}, handle, indent=2)
+        return 0
     gp_points = [p for p in points if p[0] <= gp_max_n]
     # no spinner: a live-display thread in this process could hold a lock across a fork
     console.print(f"measuring {1 + len(points) + len(gp_points)} points, one process each")
@@ -334,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "config": vars(args),
             "sizes": asdict(sizes),
+            "methods": methods,
             "latency": latency,
             "points": [{"n": n, "m": m, "pfn": pfn[n, m], "gp": gp[n, m]} for n, m in points],
             "exponents": growth,

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["interval_coverage", "mean_or_none", "nll", "stderr_or_none"]
+__all__ = ["fraction_or_none", "interval_coverage", "mean_or_none", "nll", "stderr_or_none"]
 
 
 def nll(dist: Distribution, y: Tensor) -> Tensor:
@@ -41,7 +41,8 @@ def interval_coverage(dist: Distribution, y: Tensor, levels: Sequence[float]) ->
 def mean_or_none(values: Sequence[float]) -> float | None:
     """Mean of per-task figures; None when there are none (e.g. no trusted reference run).
 
-    The one mean-over-tasks helper of pfnkit's reports, with `stderr_or_none`.
+    The one mean-over-tasks helper of pfnkit's reports, with `stderr_or_none` and
+    `fraction_or_none`.
     """
     return statistics.fmean(values) if len(values) else None
 
@@ -51,3 +52,8 @@ def stderr_or_none(values: Sequence[float]) -> float | None:
     if len(values) < 2:
         return None
     return statistics.stdev(values) / math.sqrt(len(values))
+
+
+def fraction_or_none(flags: Sequence[bool]) -> float | None:
+    """Share of true flags (e.g. trusted reference runs); None when there are none."""
+    return sum(map(bool, flags)) / len(flags) if len(flags) else None

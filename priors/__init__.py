@@ -8,6 +8,7 @@ from priors.bnn import BNNPrior, BNNPriorConfig
 from priors.gmm import GMMPrior, GMMPriorConfig
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
 from priors.scm import SCMPrior, SCMPriorConfig
+from priors.student_t import StudentTPrior, StudentTPriorConfig
 
 __all__ = [
     "REGISTRY",
@@ -20,6 +21,8 @@ __all__ = [
     "Hyperprior",
     "SCMPrior",
     "SCMPriorConfig",
+    "StudentTPrior",
+    "StudentTPriorConfig",
     "make_prior",
 ]
 
@@ -29,6 +32,7 @@ REGISTRY: dict[str, tuple[type, type]] = {
     "gmm": (GMMPrior, GMMPriorConfig),
     "bnn": (BNNPrior, BNNPriorConfig),
     "scm": (SCMPrior, SCMPriorConfig),
+    "tp": (StudentTPrior, StudentTPriorConfig),
 }
 
 

@@ -35,7 +35,11 @@ import torch
 from torch import Tensor
 
 from pfnkit.data import Batch
+from priors.gp_kernels import KERNELS, kernel_matrix
+from priors.hyperprior import Hyperprior
 
+# KERNELS, kernel_matrix (priors.gp_kernels) and Hyperprior (priors.hyperprior) are
+# re-exported, so `from priors.gp import ...` keeps working for them.
 __all__ = [
     "KERNELS",
     "SCALINGS",
@@ -46,58 +50,9 @@ __all__ = [
     "kernel_matrix",
 ]
 
-KERNELS = ("rbf", "matern12", "matern32", "matern52")
 X_DISTRIBUTIONS = ("uniform", "normal")
 SCALINGS = ("none", "sqrt")
-_FAMILIES = ("fixed", "lognormal", "uniform", "loguniform")
 _MAX_JITTER = 1e-2
-
-
-@dataclass(frozen=True, kw_only=True)
-class Hyperprior:
-    """A scalar hyperparameter: fixed, or drawn per task.
-
-    Attributes:
-        family: "fixed" (value ``a``), "lognormal" (log-value ~ N(a, b²)),
-            "uniform" (U[a, b]) or "loguniform" (log-value ~ U[log a, log b]).
-        a: first parameter (see family).
-        b: second parameter (unused for "fixed").
-    """
-
-    family: str = "fixed"
-    a: float = 1.0
-    b: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.family not in _FAMILIES:
-            raise ValueError(f"unknown hyperprior family {self.family!r}; choose from {_FAMILIES}")
-        if self.family == "fixed" and self.a <= 0:
-            raise ValueError(f"a fixed GP hyperparameter must be positive, got {self.a}")
-        if self.family == "lognormal" and self.b <= 0:
-            raise ValueError(f"lognormal scale b must be positive, got {self.b}")
-        if self.family in ("uniform", "loguniform") and not 0 < self.a < self.b:
-            raise ValueError(f"{self.family} needs 0 < a < b, got a={self.a}, b={self.b}")
-
-    @classmethod
-    def coerce(cls, value: float | dict[str, Any] | Hyperprior) -> Hyperprior:
-        """Accept a number (fixed), a dict of fields, or a Hyperprior."""
-        if isinstance(value, Hyperprior):
-            return value
-        if isinstance(value, dict):
-            return cls(**value)
-        return cls(family="fixed", a=float(value))
-
-    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        """Draw float64 values of `shape`."""
-        if self.family == "fixed":
-            return torch.full(shape, self.a, dtype=torch.float64)
-        if self.family == "lognormal":
-            z = torch.randn(shape, generator=generator, dtype=torch.float64)
-            return torch.exp(self.a + self.b * z)
-        u = torch.rand(shape, generator=generator, dtype=torch.float64)
-        if self.family == "uniform":
-            return self.a + (self.b - self.a) * u
-        return torch.exp(math.log(self.a) + (math.log(self.b) - math.log(self.a)) * u)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,34 +174,6 @@ class GPPriorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPPriorConfig:
         return cls(**data)
-
-
-def kernel_matrix(
-    kernel: str, x1_BND: Tensor, x2_BMD: Tensor, lengthscale_BD: Tensor, outputscale_B: Tensor
-) -> Tensor:
-    """Stationary kernel matrix k(x1, x2) of shape (B, N, M).
-
-    Distances come from `torch.cdist` in its exact mode (differences, not the Gram-matrix
-    shortcut that cancels near zero), so no (B, N, M, D) tensor is ever formed.
-    """
-    scale_B1D = lengthscale_BD[:, None, :]
-    r_BNM = torch.cdist(
-        x1_BND / scale_B1D, x2_BMD / scale_B1D, compute_mode="donot_use_mm_for_euclid_dist"
-    )
-    if kernel == "rbf":
-        k_BNM = torch.exp(-0.5 * r_BNM**2)
-    else:
-        if kernel == "matern12":
-            k_BNM = torch.exp(-r_BNM)
-        elif kernel == "matern32":
-            s_BNM = math.sqrt(3.0) * r_BNM
-            k_BNM = (1 + s_BNM) * torch.exp(-s_BNM)
-        elif kernel == "matern52":
-            s_BNM = math.sqrt(5.0) * r_BNM
-            k_BNM = (1 + s_BNM + s_BNM**2 / 3) * torch.exp(-s_BNM)
-        else:
-            raise ValueError(f"unknown kernel {kernel!r}; choose from {KERNELS}")
-    return outputscale_B[:, None, None] * k_BNM
 
 
 def _cholesky_with_jitter(cov_BTT: Tensor) -> Tensor:

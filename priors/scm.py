@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,17 @@ import torch
 from torch import Tensor
 
 from pfnkit.data import Batch
+from priors.scm_graph import (
+    ACTIVATIONS,
+    MIXTURE_COMPONENTS,
+    ROOT_DISTRIBUTIONS,
+    SCM,
+    exogenous_inputs,
+    propagate,
+)
 
+# ACTIVATIONS, ROOT_DISTRIBUTIONS, SCM and propagate live in priors.scm_graph; they are
+# re-exported here.
 __all__ = [
     "ACTIVATIONS",
     "MAX_CLASSES",
@@ -63,18 +73,8 @@ __all__ = [
     "propagate",
 ]
 
-_ACTIVATION_FNS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "sin": torch.sin,
-    "identity": lambda h: h,
-}
-ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATION_FNS)
-ROOT_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform", "mixture")
 MAX_FEATURES = 32
 MAX_CLASSES = 10
-_MIXTURE_COMPONENTS = 3
-_MIXTURE_STD = 0.3
 _MIN_SCALE = (
     1e-12  # as pfnkit.estimators._base: a column whose spread is below this is only centred
 )
@@ -184,87 +184,6 @@ class SCMPriorConfig:
         return cls(**data)
 
 
-@dataclass(frozen=True)
-class SCM:
-    """B causal models padded to K nodes; node index = topological position.
-
-    Nodes n_nodes..K-1 of a task are padding: no edges, no exogenous input, value 0.
-
-    Attributes:
-        adjacency_BKK: bool, [b, i, j] true for an edge j → i; strictly lower triangular.
-        n_nodes: (B,) int64 nodes in use.
-        num_used_features: (B,) int64 feature count d.
-        weight_in_BKHK: [b, i, h, j] weight from parent j into unit h of node i (0 for
-            non-parents and for the unused units of linear nodes).
-        bias_in_BKH: bias of every unit (0 for unused units).
-        weight_out_BKH: output weights v (e_0 for linear nodes).
-        activation: (B, K) int64 index into ACTIVATIONS.
-        is_mlp: (B, K) bool, MLP mechanism (else linear or product).
-        is_product: (B, K) bool, product of units 0 and 1 (never together with is_mlp).
-        root_kind: (B, K) int64 index into ROOT_DISTRIBUTIONS.
-        mixture_means_BKM: component means of the "mixture" root distribution.
-        noise_std: (B,) σ of the additive noise of non-root nodes.
-        edge_prob: (B,) edge probability of each task.
-    """
-
-    adjacency_BKK: Tensor
-    n_nodes: Tensor
-    num_used_features: Tensor
-    weight_in_BKHK: Tensor
-    bias_in_BKH: Tensor
-    weight_out_BKH: Tensor
-    activation: Tensor
-    is_mlp: Tensor
-    is_product: Tensor
-    root_kind: Tensor
-    mixture_means_BKM: Tensor
-    noise_std: Tensor
-    edge_prob: Tensor
-
-    @property
-    def has_parent(self) -> Tensor:
-        """(B, K) bool: the node has at least one parent (else it is a root or padding)."""
-        return self.adjacency_BKK.any(-1)
-
-    @property
-    def valid(self) -> Tensor:
-        """(B, K) bool: the node is in use."""
-        return torch.arange(self.adjacency_BKK.shape[1]) < self.n_nodes[:, None]
-
-
-def _apply_activations(pre_BHT: Tensor, activation_B: Tensor) -> Tensor:
-    """act_b(pre[b]) with each task's own activation index, computed only where chosen."""
-    out_BHT = pre_BHT
-    for index, (name, fn) in enumerate(_ACTIVATION_FNS.items()):
-        tasks = (activation_B == index).nonzero()[:, 0]
-        if name != "identity" and len(tasks):
-            out_BHT = out_BHT.clone() if out_BHT is pre_BHT else out_BHT
-            out_BHT[tasks] = fn(pre_BHT[tasks])
-    return out_BHT
-
-
-def propagate(scm: SCM, u_BTK: Tensor) -> Tensor:
-    """Node values z (B, T, K) from exogenous inputs u (B, T, K), in topological order.
-
-    z_i = u_i for roots and padding, z_i = f_i(z_pa(i)) + u_i for the other nodes (their
-    u_i is the scaled noise σ ε). One node at a time, all tasks and rows at once; node i
-    reads only nodes 0..i-1, which are final by then.
-    """
-    has_parent_BK = scm.has_parent
-    u_BKT = u_BTK.transpose(1, 2)
-    z_BKT = torch.zeros_like(u_BKT, memory_format=torch.contiguous_format)
-    for node in range(int(scm.n_nodes.max())):
-        weight_BHJ = scm.weight_in_BKHK[:, node, :, :node]
-        pre_BHT = torch.baddbmm(scm.bias_in_BKH[:, node, :, None], weight_BHJ, z_BKT[:, :node])
-        hidden_BHT = _apply_activations(pre_BHT, scm.activation[:, node])
-        f_BT = torch.bmm(scm.weight_out_BKH[:, node, None, :], hidden_BHT)[:, 0]
-        if hidden_BHT.shape[1] > 1:
-            product_BT = hidden_BHT[:, 0] * hidden_BHT[:, 1]
-            f_BT = torch.where(scm.is_product[:, node, None], product_BT, f_BT)
-        z_BKT[:, node] = torch.where(has_parent_BK[:, node, None], f_BT, 0.0) + u_BKT[:, node]
-    return z_BKT.transpose(1, 2)
-
-
 def _standardize(x_BTD: Tensor, n_ctx: int) -> Tensor:
     """Columns centred and scaled by their context rows (all rows when n_ctx = 0)."""
     rows_BND = x_BTD[:, :n_ctx] if n_ctx > 0 else x_BTD
@@ -272,11 +191,6 @@ def _standardize(x_BTD: Tensor, n_ctx: int) -> Tensor:
     scale_B1D = rows_BND.std(1, correction=0, keepdim=True)
     scale_B1D = torch.where(scale_B1D > _MIN_SCALE * (1 + loc_B1D.abs()), scale_B1D, 1.0)
     return (x_BTD - loc_B1D) / scale_B1D
-
-
-def _randn(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-    """Standard normals as float64, drawn in float32 (several times faster on CPU)."""
-    return torch.randn(shape, generator=generator).to(torch.float64)
 
 
 def _random_permutations(n_used: Tensor, width: int, generator: torch.Generator) -> Tensor:
@@ -322,7 +236,9 @@ class SCMPrior:
             is_product_BK = (torch.rand(b, k, **f64) < cfg.product_prob) & ~is_mlp_BK
         second_H = torch.arange(h) == 1
         unit_BKH = is_mlp_BK[..., None] | first_H | (is_product_BK[..., None] & second_H)
-        weight_in_BKHK = _randn((b, k, h, k), generator) / n_parents_BK.sqrt()[..., None, None]
+        # Drawn in float32, several times faster on CPU (as scm_graph's exogenous inputs).
+        weight_in_BKHK = torch.randn((b, k, h, k), generator=generator).to(torch.float64)
+        weight_in_BKHK = weight_in_BKHK / n_parents_BK.sqrt()[..., None, None]
         weight_in_BKHK = weight_in_BKHK * (adjacency_BKK[:, :, None, :] & unit_BKH[..., None])
         bias_in_BKH = torch.randn(b, k, h, **f64) * unit_BKH
         weight_out_BKH = torch.randn(b, k, h, **f64) / math.sqrt(h)
@@ -331,7 +247,7 @@ class SCMPrior:
         root_ids = torch.tensor([ROOT_DISTRIBUTIONS.index(r) for r in cfg.root_distributions])
         activation_BK = act_ids[torch.randint(len(act_ids), (b, k), generator=generator)]
         root_kind_BK = root_ids[torch.randint(len(root_ids), (b, k), generator=generator)]
-        mixture_means_BKM = 4.0 * torch.rand(b, k, _MIXTURE_COMPONENTS, **f64) - 2.0
+        mixture_means_BKM = 4.0 * torch.rand(b, k, MIXTURE_COMPONENTS, **f64) - 2.0
         log_lo, log_hi = math.log(cfg.noise_std_min), math.log(cfg.noise_std_max)
         noise_std_B = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(b, **f64))
         return SCM(
@@ -351,26 +267,8 @@ class SCMPrior:
         )
 
     def draw_exogenous(self, scm: SCM, n_rows: int, generator: torch.Generator) -> Tensor:
-        """Exogenous inputs u (B, T, K): root values, σ ε for other nodes, 0 for padding.
-
-        Each node uses one of the distributions, so they share one normal and one uniform
-        draw: N(0, 1) = ε, U[-√3, √3] from u, mixture = mean[floor(3u)] + 0.3 ε, noise = σ ε.
-        """
-        b, k = scm.root_kind.shape
-        shape = (b, n_rows, k)
-        eps_BTK = _randn(shape, generator)
-        unit_BTK = torch.rand(shape, generator=generator, dtype=torch.float64)
-        component_BTK = (unit_BTK * _MIXTURE_COMPONENTS).long().clamp_max(_MIXTURE_COMPONENTS - 1)
-        means_BTKM = scm.mixture_means_BKM[:, None].expand(*shape, _MIXTURE_COMPONENTS)
-        mixture_BTK = means_BTKM.gather(-1, component_BTK[..., None])[..., 0]
-        mixture_BTK = mixture_BTK + _MIXTURE_STD * eps_BTK
-        kind_B1K = scm.root_kind[:, None, :]
-        root_BTK = torch.where(kind_B1K == 0, eps_BTK, math.sqrt(3.0) * (2.0 * unit_BTK - 1.0))
-        root_BTK = torch.where(kind_B1K == 2, mixture_BTK, root_BTK)
-        u_BTK = torch.where(
-            scm.has_parent[:, None, :], scm.noise_std[:, None, None] * eps_BTK, root_BTK
-        )
-        return u_BTK * scm.valid[:, None, :]
+        """Exogenous inputs u (B, T, K) of `scm` (`priors.scm_graph.exogenous_inputs`)."""
+        return exogenous_inputs(scm, n_rows, generator)
 
     def observe(
         self,

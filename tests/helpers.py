@@ -29,11 +29,21 @@ TINY_DT_CONFIG = DTConfig(dim=2, obs_dim=2, k_max=4, d_model=32, n_heads=4, n_la
 
 
 def load_script(path: Path, name: str | None = None) -> ModuleType:
-    """Import a script of examples/ or benchmarks/ (not packages) as module `name`."""
+    """Import a script of examples/ or benchmarks/ (not packages) as module `name`.
+
+    The script's folder is on `sys.path` while it is imported, as when Python runs it, so
+    its imports of sibling modules (benchmarks/tabular.py's `tabular_data`, ...) resolve;
+    the siblings stay in `sys.modules` afterwards, and `sys.path` is restored.
+    """
     spec = importlib.util.spec_from_file_location(name or path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    folder = str(Path(path).resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)  # the first occurrence: the one inserted above
     return module
 
 

@@ -21,8 +21,11 @@ def test_inference_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> Non
                "--checkpoint", str(tiny_checkpoint), "--json", str(out)]  # fmt: skip
     subprocess.run(command, check=True, timeout=300, capture_output=True)
     report = json.loads(out.read_text())
-    assert {"latency", "points", "exponents"} <= set(report)
+    assert {"methods", "latency", "points", "exponents"} <= set(report)
     assert report["points"], "the growth sweeps measured nothing"
+    for case in report["methods"]["times"]:  # each estimator method against raw float32
+        assert case["raw_float32_s"] > 0 and case["methods_s"]
+    assert all(case["split"] >= 0 for case in report["methods"]["precision"])
 
 
 def _run_smoke(script: str, out: Path, *options: str) -> dict:

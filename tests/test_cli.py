@@ -47,6 +47,22 @@ def test_pretrain_writes_a_loadable_checkpoint_with_its_command(tmp_path: Path) 
     assert json.loads((tmp_path / "manifest.json").read_text())["smoke"]["sha256"]
 
 
+@pytest.mark.parametrize(
+    ("prog", "invoked"),
+    [("cli.py", "python cli.py"), ("pfnkit", "pfnkit"), ("python -m pfnkit", "python -m pfnkit")],
+)
+def test_the_card_records_the_command_as_it_was_invoked(prog: str, invoked: str) -> None:
+    argv = ["validate", "--checkpoint", "my model", "--write-card"]
+    assert (
+        cli._command_line(prog, argv) == f"{invoked} validate --checkpoint 'my model' --write-card"
+    )
+
+
+def test_predict_defaults_to_the_general_purpose_regressor() -> None:
+    args = cli.build_parser().parse_args(["predict", "--train", "a.csv", "--test", "b.csv"])
+    assert args.checkpoint == "gp"
+
+
 def test_set_rejects_malformed_overrides() -> None:
     with pytest.raises(SystemExit, match="section.key=value"):
         cli.load_config(None, ["steps=3"])

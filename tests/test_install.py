@@ -27,6 +27,7 @@ import pytest
 from pfnkit import checkpoint as checkpoint_module
 from pfnkit.__main__ import run
 from pfnkit._version import __version__
+from tests.conftest import FLOAT32_ATOL
 
 ROOT = Path(__file__).resolve().parents[1]
 # what `pip wheel` reads: the project table, its readme and licence, and the mapped folders
@@ -43,7 +44,6 @@ PACKAGES = ("pfnkit", "priors")
 MAX_WHEEL_BYTES = 50_000_000  # the budget for a wheel that carries the checkpoints
 TORCH_PIN = "torch==2.13.0"  # the local CPU wheel; unpinned, pip would fetch a CUDA build
 PIP_TIMEOUT_S = 900
-FLOAT32_ATOL = 1e-5  # same weights and inputs in two processes; float32 reductions may differ
 SUBCOMMANDS = ("pretrain", "predict", "validate", "robustness")
 
 
@@ -239,6 +239,7 @@ def test_the_installed_wheel_predicts_what_the_checkout_predicts(
     _run([bin_dir / "pfnkit", *predict, "--out", work / "installed.csv"], work)
     assert run([str(word) for word in [*predict, "--out", work / "checkout.csv"]]) == 0
     installed = np.loadtxt(work / "installed.csv", delimiter=",", skiprows=1)
+    # same weights and inputs in two processes, whose float32 reductions may differ
     np.testing.assert_allclose(
         installed, np.loadtxt(work / "checkout.csv", delimiter=",", skiprows=1), atol=FLOAT32_ATOL
     )

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from pfnkit.metrics import interval_coverage, mean_or_none, nll, stderr_or_none
+from pfnkit.metrics import (
+    fraction_or_none,
+    interval_coverage,
+    mean_or_none,
+    nll,
+    stderr_or_none,
+)
 from tests.conftest import FLOAT64_ATOL, STANDARD_ERRORS
 
 
@@ -41,3 +47,9 @@ def test_mean_and_standard_error_against_numpy() -> None:
     assert stderr_or_none(values) == pytest.approx(sem, abs=FLOAT64_ATOL)
     assert (mean_or_none([]), stderr_or_none([]), stderr_or_none([1.0])) == (None, None, None)
     assert mean_or_none([1.0]) == 1.0
+
+
+def test_fraction_counts_true_flags_and_is_none_without_flags() -> None:
+    assert fraction_or_none([True, False, True]) == 2 / 3
+    assert fraction_or_none([False]) == 0.0
+    assert fraction_or_none([]) is None

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -40,6 +41,9 @@ from pfnkit.models.pfn import ContextCache
 __all__ = ["DTYPES", "CheckpointEstimator", "DataMapping", "as_table", "pad_features"]
 
 _T = TypeVar("_T")
+# queries reach the network in blocks of this many rows (see CheckpointEstimator._decode);
+# a multiple of the row tiles of the CPU matrix kernels (MKL: 8 or 16)
+QUERY_BLOCK = 32
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _MAPPINGS = ("identity", "standardize")
 _FEATURE_MODES = ("exact", "pad")
@@ -310,35 +314,60 @@ class CheckpointEstimator(BaseEstimator):
         """
         advice = (
             "fit's memory grows linearly in the context size, so pass fewer context points "
-            f"(a random subset), use dtype='float32' (half the memory of float64){extra_advice} "
-            "or a device with more memory"
+            f"(a random subset){self._float32_advice()}{extra_advice} or a device with more "
+            "memory"
         )
         what = f"encoding a context of {X.shape[0]} points on device {self.device!r}"
         with torch.no_grad(), _explain_out_of_memory(what, advice):
             x_BND = self._model_inputs(X, y_BN.shape[0])
             return self.checkpoint_.model.encode_context(x_BND, y_BN)
 
+    def _float32_advice(self) -> str:
+        """The dtype knob of an out-of-memory message, for a float64 estimator."""
+        return ", use dtype='float32' (half the memory of float64)" * (self.dtype == "float64")
+
     def _decode(
-        self, X: np.ndarray, summary: Callable[[Distribution], _T], *, n_contexts: int = 1
+        self,
+        X: np.ndarray,
+        summary: Callable[[Distribution], _T],
+        *,
+        n_contexts: int = 1,
+        validate_args: bool | None = None,
     ) -> _T:
         """`summary` of the model's predictive at X against each of `n_contexts` cached contexts.
 
-        The distribution handed to `summary` has batch shape (n_contexts, m). X is
-        validated first; an allocation failure says what to do.
+        The distribution handed to `summary` has batch shape (n_contexts, m); with
+        `validate_args=False` its logits are unchecked, and `summary` checks what it
+        derives from them. X is validated first; an allocation failure says what to do.
+
+        The network sees the queries in blocks of `QUERY_BLOCK` rows (the rows padded with
+        zeros, chunks rounded up to whole blocks). A float32 matrix product on the CPU gives
+        a row other bits in a batch of another size (MKL: rows beyond the last full tile of
+        8 or 16 take another kernel), but, as measured, the same bits in any batch of whole
+        blocks; so a prediction does not depend on how the rows are split into calls
+        (tests/estimators/test_precision.py bounds what is left at float32 resolution).
         """
         check_is_fitted(self, "cache_")
         X = self._validate_queries(X)
         chunk = self.query_chunk_size
         advice = (
             f"pass a smaller query_chunk_size (now {chunk}; e.g. "
-            f"{type(self).__name__}(query_chunk_size={max(1, chunk // 4)})), use "
-            "dtype='float32' (half the memory of float64), or predict fewer rows per call"
+            f"{type(self).__name__}(query_chunk_size={max(1, chunk // 4)}))"
+            f"{self._float32_advice()}, or predict fewer rows per call"
         )
         what = f"predicting {X.shape[0]} queries on device {self.device!r}"
         with torch.no_grad(), _explain_out_of_memory(what, advice):
             x_BMD = self._model_inputs(X, n_contexts)
+            m = x_BMD.shape[1]
+            x_BMD = F.pad(x_BMD, (0, 0, 0, -m % QUERY_BLOCK))
             model = self.checkpoint_.model
-            return summary(model.predict_from_cache(self.cache_, x_BMD, chunk_size=chunk))
+            blocks = -(-chunk // QUERY_BLOCK) * QUERY_BLOCK
+            logits_BMK = model.predict_from_cache(
+                self.cache_, x_BMD, chunk_size=blocks, validate_args=False
+            ).logits
+            return summary(
+                model.output_distribution(logits_BMK[:, :m], validate_args=validate_args)
+            )
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()

@@ -157,13 +157,16 @@ class PFN(nn.Module):
         """Decode final query tokens into logits (B, M, n_bars or n_classes)."""
         return self.head(self.norm_out(h_qry_BMD))
 
-    def output_distribution(self, logits_BMK: Tensor) -> BarDistribution | Categorical:
+    def output_distribution(
+        self, logits_BMK: Tensor, *, validate_args: bool | None = None
+    ) -> BarDistribution | Categorical:
+        """The head's distribution; `validate_args=False` skips torch's pass over the logits."""
         if self.config.is_classifier:  # half-precision logits (autocast) are read in float32
             logits_BMK = logits_BMK.to(torch.promote_types(logits_BMK.dtype, torch.float32))
             # torch's argument validation cannot reshape an empty (B, 0, C) batch
-            validate = False if logits_BMK.numel() == 0 else None
+            validate = False if logits_BMK.numel() == 0 else validate_args
             return Categorical(logits=logits_BMK, validate_args=validate)
-        return BarDistribution(self.borders, logits_BMK)
+        return BarDistribution(self.borders, logits_BMK, validate_args=validate_args)
 
     # ------------------------------------------------------------------------- passes
     def forward(
@@ -191,9 +194,18 @@ class PFN(nn.Module):
         return ContextCache(tuple(keys), tuple(values))
 
     def predict_from_cache(
-        self, cache: ContextCache, x_qry_BMD: Tensor, *, chunk_size: int | None = None
+        self,
+        cache: ContextCache,
+        x_qry_BMD: Tensor,
+        *,
+        chunk_size: int | None = None,
+        validate_args: bool | None = None,
     ) -> BarDistribution | Categorical:
-        """Predict queries against a cached context, `chunk_size` query points at a time."""
+        """Predict queries against a cached context, `chunk_size` query points at a time.
+
+        `validate_args=False` skips torch's check of the logits, for a caller that checks
+        what it derives from them (the estimators check their ensemble's masses).
+        """
         self._check_inputs(x_qry_BMD, "x_qry")
         m = x_qry_BMD.shape[1]
         step = max(1, m if chunk_size is None else chunk_size)
@@ -203,7 +215,8 @@ class PFN(nn.Module):
             for block, k_BHNK, v_BHNK in zip(self.blocks, cache.keys, cache.values, strict=True):
                 h_qry_BMD = block(h_qry_BMD, k_BHNK, v_BHNK)
             logits.append(self.head_logits(h_qry_BMD))
-        return self.output_distribution(torch.cat(logits, dim=1))
+        logits_BMK = logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)
+        return self.output_distribution(logits_BMK, validate_args=validate_args)
 
     def use_reference_attention(self, enabled: bool = True) -> None:
         """Switch every layer to the plain softmax(QKᵀ/√d)V attention (tests only)."""

@@ -103,6 +103,54 @@ def _cholesky(matrix: Tensor, name: str) -> Tensor:
     return factor
 
 
+def _check_conjugate_inputs(
+    logits_BK: Tensor,
+    means_BKD: Tensor,
+    scale_tril_BKDD: Tensor,
+    x_BND: Tensor,
+    obs_cov_DD: Tensor,
+) -> None:
+    """Raise a ValueError for shapes, log weights or values `conjugate_gmm_posterior` rejects."""
+    _check_gmm_shapes(logits_BK, means_BKD, scale_tril_BKDD, "scale_tril")
+    b, _, d = means_BKD.shape
+    if x_BND.ndim != 3 or x_BND.shape[0] != b or x_BND.shape[2] != d:
+        raise ValueError(f"observations must have shape ({b}, N, {d}), got {tuple(x_BND.shape)}")
+    if tuple(obs_cov_DD.shape) != (d, d):
+        raise ValueError(f"obs_cov must have shape ({d}, {d}), got {tuple(obs_cov_DD.shape)}")
+    if torch.isnan(logits_BK).any() or (logits_BK == math.inf).any():
+        raise ValueError("prior logits contain NaN or +inf; pass log weights (-inf means 0)")
+    if not torch.isfinite(logits_BK).any(-1).all():
+        raise ValueError("every task needs at least one component with a finite log weight")
+    for name, tensor in (
+        ("prior means", means_BKD),
+        ("prior scale_tril", scale_tril_BKDD),
+        ("observations", x_BND),
+        ("obs_cov", obs_cov_DD),
+    ):
+        check_finite(name, tensor)
+    if not (scale_tril_BKDD.diagonal(dim1=-2, dim2=-1) > 0).all():
+        raise ValueError("prior scale_tril must have a strictly positive diagonal")
+
+
+def _posterior_logits(
+    logits_BK: Tensor,
+    means_BKD: Tensor,
+    scale_tril_BKDD: Tensor,
+    x_bar_BD: Tensor,
+    mean_obs_cov_DD: Tensor,
+) -> Tensor:
+    """Normalised posterior log weights: w'_k ∝ w_k N(x̄; μ_k, Σ_k + Σ_obs / N).
+
+    ``mean_obs_cov_DD`` is Σ_obs / N, the covariance of the observations' mean x̄.
+    """
+    prior_cov_BKDD = scale_tril_BKDD.tril() @ scale_tril_BKDD.tril().transpose(-1, -2)
+    marginal_chol_BKDD = _cholesky(prior_cov_BKDD + mean_obs_cov_DD, "marginal covariance")
+    log_evidence_BK = _gaussian_log_density(
+        x_bar_BD.unsqueeze(1).expand_as(means_BKD), means_BKD, marginal_chol_BKDD
+    )
+    return torch.log_softmax(torch.log_softmax(logits_BK, dim=-1) + log_evidence_BK, dim=-1)
+
+
 def conjugate_gmm_posterior(
     logits_BK: Tensor,
     means_BKD: Tensor,
@@ -135,28 +183,11 @@ def conjugate_gmm_posterior(
         float64 ``MixtureSameFamily(Categorical, MultivariateNormal)``, batch_shape (B,),
         event_shape (d,), on the inputs' device.
     """
-    _check_gmm_shapes(logits_BK, means_BKD, scale_tril_BKDD, "scale_tril")
+    _check_conjugate_inputs(logits_BK, means_BKD, scale_tril_BKDD, x_BND, obs_cov_DD)
     b, k, d = means_BKD.shape
-    if x_BND.ndim != 3 or x_BND.shape[0] != b or x_BND.shape[2] != d:
-        raise ValueError(f"observations must have shape ({b}, N, {d}), got {tuple(x_BND.shape)}")
-    if tuple(obs_cov_DD.shape) != (d, d):
-        raise ValueError(f"obs_cov must have shape ({d}, {d}), got {tuple(obs_cov_DD.shape)}")
-    if torch.isnan(logits_BK).any() or (logits_BK == math.inf).any():
-        raise ValueError("prior logits contain NaN or +inf; pass log weights (-inf means 0)")
-    if not torch.isfinite(logits_BK).any(-1).all():
-        raise ValueError("every task needs at least one component with a finite log weight")
-    for name, tensor in (
-        ("prior means", means_BKD),
-        ("prior scale_tril", scale_tril_BKDD),
-        ("observations", x_BND),
-        ("obs_cov", obs_cov_DD),
-    ):
-        check_finite(name, tensor)
     logits_BK, means_BKD, scale_tril_BKDD, x_BND, obs_cov_DD = (
         t.to(_DTYPE) for t in (logits_BK, means_BKD, scale_tril_BKDD, x_BND, obs_cov_DD)
     )
-    if not (scale_tril_BKDD.diagonal(dim1=-2, dim2=-1) > 0).all():
-        raise ValueError("prior scale_tril must have a strictly positive diagonal")
     n_obs = x_BND.shape[1]
     if n_obs == 0:
         return gmm_from_scale_tril(logits_BK, means_BKD, scale_tril_BKDD.tril())
@@ -175,13 +206,7 @@ def conjugate_gmm_posterior(
     post_means_BKD = torch.cholesky_solve(rhs_BKD1, post_prec_chol_BKDD).squeeze(-1)
     post_cov_BKDD = torch.cholesky_solve(eye_DD.expand(b, k, d, d), post_prec_chol_BKDD)
     post_scale_tril_BKDD = _cholesky(post_cov_BKDD, "posterior covariance")
-    # w'_k ∝ w_k N(x̄; μ_k, Σ_k + Σ_obs / N)
-    prior_cov_BKDD = scale_tril_BKDD.tril() @ scale_tril_BKDD.tril().transpose(-1, -2)
-    marginal_chol_BKDD = _cholesky(prior_cov_BKDD + obs_cov_DD / n_obs, "marginal covariance")
-    log_evidence_BK = _gaussian_log_density(
-        x_bar_BD.unsqueeze(1).expand(b, k, d), means_BKD, marginal_chol_BKDD
-    )
-    post_logits_BK = torch.log_softmax(
-        torch.log_softmax(logits_BK, dim=-1) + log_evidence_BK, dim=-1
+    post_logits_BK = _posterior_logits(
+        logits_BK, means_BKD, scale_tril_BKDD, x_bar_BD, obs_cov_DD / n_obs
     )
     return gmm_from_scale_tril(post_logits_BK, post_means_BKD, post_scale_tril_BKDD)

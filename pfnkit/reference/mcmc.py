@@ -13,39 +13,31 @@ processes, which deadlocks after torch has started its thread pools). Each chain
 from its own seed derived from ``seed``, inside `torch.random.fork_rng`, so the caller's
 global random states (torch CPU and the input's CUDA device, numpy, Python) are unchanged.
 
-A run is *trusted* only if every gated quantity's split R-hat is below ``r_hat_max``, its
-effective sample size reaches ``min_ess``, and no chain was skipped by the time cap. The
-gated quantities are the parameters themselves unless the caller passes ``gate_fn``: a
-posterior whose parameters are not identifiable (a neural network's hidden units can be
-permuted and, for odd activations, sign-flipped without changing the function) has
-chains that sit in equivalent modes, so the parameters' R-hat stays large while every
-prediction has converged; there the gate belongs on the predictions.
-
-Both diagnostics are pyro's classic estimators on the raw draws (split Gelman-Rubin and
-Geyer's initial-monotone ESS; Gelman et al., *BDA3*, ch. 11), not the
-rank-normalised variants of Vehtari et al. (arXiv 1903.08008).
+A run is *trusted* only if it passes the convergence gate on R-hat, ESS and the time cap;
+`pfnkit.reference.mcmc_gate` holds the gate (`NUTSConfig`, `NUTSResult`) and says why
+``gate_fn`` may move it from the parameters to the predictions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import random
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from pyro.infer.mcmc import MCMC, NUTS
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from torch import Tensor
 from torch.distributions import Distribution
 
+from pfnkit.reference.mcmc_gate import NUTSConfig, NUTSResult, convergence_diagnostics
+
+# NUTSConfig and NUTSResult live in pfnkit.reference.mcmc_gate; they are re-exported here.
 __all__ = ["NUTSConfig", "NUTSResult", "mc_predictive_log_prob", "run_nuts"]
 
 logger = logging.getLogger(__name__)
@@ -53,174 +45,6 @@ logger = logging.getLogger(__name__)
 _DTYPE = torch.float64
 _SITE = "theta"  # the single pyro sample site holding the flat parameter vector
 _MAX_SEED = 2**32  # numpy's legacy global seed must fit in 32 bits
-_MIN_SAMPLES = 4  # split R-hat halves each chain; each half needs at least two draws
-
-
-@dataclass(frozen=True, kw_only=True)
-class NUTSConfig:
-    """Budget and convergence gates of a NUTS run.
-
-    Attributes:
-        num_chains: independent chains, run one after another; one start each.
-        warmup: adaptation steps per chain (step size and diagonal or dense mass
-            matrix), discarded.
-        num_samples: kept draws per chain.
-        max_tree_depth: NUTS doubles its trajectory at most this often, i.e. at most
-            ``2**max_tree_depth`` leapfrog steps per draw.
-        target_accept_prob: dual-averaging target for the step size; raise it (e.g.
-            0.95) when divergences appear.
-        dense_mass: adapt a dense mass matrix instead of a diagonal one; helps on
-            strongly correlated posteriors, costs O(P²) per step.
-        jit_compile: trace the log density with `torch.jit.trace` before sampling. The
-            callable must then be traceable: no Python control flow on tensor values.
-        time_cap_seconds: if set, no further chain starts once this much wall time has
-            passed, and the run is untrusted. It is checked between chains: the first
-            chain always runs and a chain in progress always finishes.
-        r_hat_max: every gated quantity's split R-hat (each parameter's, unless
-            `run_nuts` gets a ``gate_fn``) must lie strictly below this.
-        min_ess: every gated quantity's effective sample size (all chains together)
-            must reach this. To ask for a fraction f of all draws, pass
-            ``f * num_chains * num_samples``.
-    """
-
-    num_chains: int = 4
-    warmup: int = 500
-    num_samples: int = 1000
-    max_tree_depth: int = 10
-    target_accept_prob: float = 0.8
-    dense_mass: bool = False
-    jit_compile: bool = False
-    time_cap_seconds: float | None = None
-    r_hat_max: float = 1.01
-    min_ess: float = 100.0
-
-    def __post_init__(self) -> None:
-        if self.num_chains < 1:
-            raise ValueError(f"num_chains must be at least 1, got {self.num_chains}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be non-negative, got {self.warmup}")
-        if self.num_samples < _MIN_SAMPLES:
-            raise ValueError(
-                f"num_samples must be at least {_MIN_SAMPLES} for split R-hat, "
-                f"got {self.num_samples}"
-            )
-        if self.max_tree_depth < 1:
-            raise ValueError(f"max_tree_depth must be at least 1, got {self.max_tree_depth}")
-        if not 0.0 < self.target_accept_prob < 1.0:
-            raise ValueError(
-                f"target_accept_prob must lie strictly between 0 and 1, "
-                f"got {self.target_accept_prob}"
-            )
-        if self.time_cap_seconds is not None and not self.time_cap_seconds > 0:
-            raise ValueError(
-                f"time_cap_seconds must be positive or None, got {self.time_cap_seconds}"
-            )
-        if not self.r_hat_max > 1.0:
-            raise ValueError(f"r_hat_max must exceed 1 (e.g. 1.01), got {self.r_hat_max}")
-        if not self.min_ess >= 0:
-            raise ValueError(f"min_ess must be non-negative, got {self.min_ess}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form for JSON."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NUTSConfig:
-        """Inverse of `to_dict`."""
-        return cls(**data)
-
-
-@dataclass(frozen=True, kw_only=True)
-class NUTSResult:
-    """Draws and diagnostics of a NUTS run.
-
-    Attributes:
-        samples: kept draws, shape (C, S, P) for C completed chains, float64.
-        r_hat: split R-hat per gated quantity, shape (Q,); Q = P when gated on the
-            parameters.
-        ess: effective sample size per gated quantity over all chains, shape (Q,).
-        divergences: divergent transitions after warmup, summed over chains.
-        acceptance_rates: post-warmup acceptance rate of each completed chain.
-        wall_seconds: wall time of the whole run, tracing and ``gate_fn`` included.
-        time_cap_hit: True if the time cap stopped the run before all chains ran.
-        seed: the seed the run was started with.
-        config: the configuration (budget and gates) the run used.
-        gated_on: what R-hat and ESS were computed on: "parameters", or the
-            ``gate_fn`` description.
-    """
-
-    samples: Tensor
-    r_hat: Tensor
-    ess: Tensor
-    divergences: int
-    acceptance_rates: tuple[float, ...]
-    wall_seconds: float
-    time_cap_hit: bool
-    seed: int
-    config: NUTSConfig
-    gated_on: str = "parameters"
-
-    @property
-    def num_chains_completed(self) -> int:
-        """Chains that ran to the end (fewer than requested if the time cap hit)."""
-        return self.samples.shape[0]
-
-    @property
-    def max_r_hat(self) -> float:
-        """Worst split R-hat over gated quantities; NaN propagates (and fails the gate)."""
-        return float(self.r_hat.max())
-
-    @property
-    def min_ess(self) -> float:
-        """Smallest effective sample size over gated quantities."""
-        return float(self.ess.min())
-
-    @property
-    def reason(self) -> str:
-        """Why the run is untrusted, one clause per failed gate; empty when trusted."""
-        problems = []
-        gates = self.config
-        if not self.max_r_hat < gates.r_hat_max:
-            problems.append(f"max R-hat {self.max_r_hat:.4g} is not below {gates.r_hat_max}")
-        if not self.min_ess >= gates.min_ess:
-            problems.append(f"min ESS {self.min_ess:.1f} is below {gates.min_ess}")
-        if self.time_cap_hit:
-            problems.append(
-                f"time cap of {gates.time_cap_seconds} s hit after "
-                f"{self.num_chains_completed} of {gates.num_chains} chains"
-            )
-        if not problems:
-            return ""
-        return "; ".join(problems) + " (run longer chains, more warmup, or better starts)"
-
-    @property
-    def trusted(self) -> bool:
-        """True when R-hat, ESS and the time cap all pass."""
-        return not self.reason
-
-    def flat_samples(self) -> Tensor:
-        """All draws with chains concatenated, shape (C·S, P)."""
-        return self.samples.reshape(-1, self.samples.shape[-1])
-
-    def to_dict(self) -> dict[str, Any]:
-        """Diagnostics and budget as plain data for JSON (the draws are left out)."""
-        return {
-            "trusted": self.trusted,
-            "reason": self.reason,
-            "max_r_hat": self.max_r_hat,
-            "min_ess": self.min_ess,
-            "r_hat": self.r_hat.tolist(),
-            "ess": self.ess.tolist(),
-            "divergences": self.divergences,
-            "acceptance_rates": list(self.acceptance_rates),
-            "num_chains_completed": self.num_chains_completed,
-            "num_parameters": self.samples.shape[-1],
-            "wall_seconds": self.wall_seconds,
-            "time_cap_hit": self.time_cap_hit,
-            "seed": self.seed,
-            "config": self.config.to_dict(),
-            "gated_on": self.gated_on,
-        }
 
 
 @contextlib.contextmanager
@@ -252,6 +76,18 @@ def _chain_seeds(seed: int, num_chains: int) -> list[int]:
     gen = torch.Generator().manual_seed(seed)
     seeds = torch.randint(0, _MAX_SEED, (max(num_chains, 1),), generator=gen, dtype=torch.int64)
     return [int(s) for s in seeds[:num_chains]]
+
+
+def _checked_initial(initial: Tensor, num_chains: int) -> Tensor:
+    """The chain starts (C, P) as float64, after checking their shape and finiteness."""
+    if initial.ndim != 2 or initial.shape[0] != num_chains:
+        raise ValueError(
+            f"initial must have shape (num_chains={num_chains}, P), "
+            f"got {tuple(initial.shape)}; pass one start per chain"
+        )
+    if not torch.isfinite(initial).all():
+        raise ValueError("initial contains NaN or infinite values; pass finite starts")
+    return initial.detach().to(_DTYPE)
 
 
 def _checked_log_density(
@@ -385,34 +221,17 @@ def run_nuts(
         ValueError: if ``initial`` is not (num_chains, P), holds non-finite values, or the
             log density is not a finite scalar at a start.
     """
-    if initial.ndim != 2 or initial.shape[0] != config.num_chains:
-        raise ValueError(
-            f"initial must have shape (num_chains={config.num_chains}, P), "
-            f"got {tuple(initial.shape)}; pass one start per chain"
-        )
-    if not torch.isfinite(initial).all():
-        raise ValueError("initial contains NaN or infinite values; pass finite starts")
-    initial_CP = initial.detach().to(_DTYPE)
+    initial_CP = _checked_initial(initial, config.num_chains)
     started = time.perf_counter()
     with _isolated_rng(seed, initial_CP.device):
         target = _checked_log_density(log_density, initial_CP, config.jit_compile)
     chains = _run_chains(target, initial_CP, config, seed, started)
     samples_CSP = torch.stack([chain.draws_SP for chain in chains])
-    gated_CSQ = samples_CSP
-    if gate_fn is not None:
-        num_chains, num_samples, num_params = samples_CSP.shape
-        with torch.no_grad():
-            gated_NQ = gate_fn(samples_CSP.reshape(-1, num_params))
-        if gated_NQ.ndim != 2 or gated_NQ.shape[0] != num_chains * num_samples:
-            raise ValueError(
-                f"gate_fn must map draws (N, P) to (N, Q); got {tuple(gated_NQ.shape)} "
-                f"for N = {num_chains * num_samples}"
-            )
-        gated_CSQ = gated_NQ.reshape(num_chains, num_samples, -1).to(_DTYPE)
+    r_hat, ess = convergence_diagnostics(samples_CSP, gate_fn)
     return NUTSResult(
         samples=samples_CSP,
-        r_hat=split_gelman_rubin(gated_CSQ, chain_dim=0, sample_dim=1),
-        ess=effective_sample_size(gated_CSQ, chain_dim=0, sample_dim=1),
+        r_hat=r_hat,
+        ess=ess,
         divergences=sum(chain.divergences for chain in chains),
         acceptance_rates=tuple(chain.acceptance for chain in chains),
         wall_seconds=time.perf_counter() - started,

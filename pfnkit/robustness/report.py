@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from pfnkit.data import Batch
+from pfnkit.metrics import mean_or_none
 from pfnkit.reference.exact_gp import GPHyperparameters
 from pfnkit.report import Check, Report
 from pfnkit.robustness.attacks import attack_context, attack_observations, exact_gp_predictor
@@ -41,7 +42,9 @@ __all__ = [
 QUANTILE = 0.9  # the upper quantile of per-task KL that the report gives beside the mean
 
 
-def _quantile(values: Sequence[float], level: float) -> float:
+def _quantile(values: Sequence[float], level: float) -> float | None:
+    if not len(values):
+        return None
     return float(torch.quantile(torch.tensor(values, dtype=torch.float64), level))
 
 
@@ -60,25 +63,27 @@ class EpsRobustness:
     exact_kl: tuple[float, ...]
 
     @property
-    def model_mean(self) -> float:
-        return statistics.fmean(self.model_kl)
+    def model_mean(self) -> float | None:
+        return mean_or_none(self.model_kl)
 
     @property
-    def exact_mean(self) -> float:
-        return statistics.fmean(self.exact_kl)
+    def exact_mean(self) -> float | None:
+        return mean_or_none(self.exact_kl)
 
     @property
-    def model_p90(self) -> float:
+    def model_p90(self) -> float | None:
         return _quantile(self.model_kl, QUANTILE)
 
     @property
-    def exact_p90(self) -> float:
+    def exact_p90(self) -> float | None:
         return _quantile(self.exact_kl, QUANTILE)
 
     @property
     def ratio(self) -> float | None:
-        """Model mean KL / exact mean KL; None where the exact KL is 0 (ε = 0)."""
-        return self.model_mean / self.exact_mean if self.exact_mean > 0 else None
+        """Model mean KL / exact mean KL; None where the exact KL is 0 (ε = 0) or there are
+        no tasks."""
+        model, exact = self.model_mean, self.exact_mean
+        return model / exact if model is not None and exact is not None and exact > 0 else None
 
     @property
     def median_task_ratio(self) -> float | None:

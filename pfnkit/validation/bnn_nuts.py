@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from pfnkit.data import Batch, LogJointPrior
+from pfnkit.metrics import mean_or_none
 from pfnkit.reference.mcmc import NUTSConfig
 from pfnkit.reference.nuts_classifier import NUTSClassPredictive, nuts_class_predictive
 from pfnkit.report import Report
@@ -212,12 +213,12 @@ def _curve(results: list[_CurveResult]) -> tuple[list[CurvePoint], float | None,
     for budget in sorted({r.budget for r in results}):
         rows = [r for r in results if r.budget == budget]
         points.append(CurvePoint(
-            budget=budget, nuts_nll=sum(r.nuts_nll for r in rows) / len(rows),
-            nuts_seconds=sum(r.nuts_seconds for r in rows) / len(rows),
+            budget=budget, nuts_nll=mean_or_none([r.nuts_nll for r in rows]),
+            nuts_seconds=mean_or_none([r.nuts_seconds for r in rows]),
         ))  # fmt: skip
     first = [r for r in results if r.budget == points[0].budget]  # one PFN score per task
-    return (points, sum(r.pfn_nll for r in first) / len(first),
-            sum(r.pfn_seconds for r in first) / len(first))  # fmt: skip
+    return (points, mean_or_none([r.pfn_nll for r in first]),
+            mean_or_none([r.pfn_seconds for r in first]))  # fmt: skip
 
 
 def validate_classifier_against_nuts(

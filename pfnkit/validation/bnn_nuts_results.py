@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pfnkit.metrics import mean_or_none, stderr_or_none
+from pfnkit.metrics import fraction_or_none, mean_or_none, stderr_or_none
 from pfnkit.reference.mcmc import NUTSConfig
 from pfnkit.report import Check, Report
 
@@ -154,7 +154,8 @@ class ClassCellResult:
 
         return cls(
             n_ctx=tasks[0].n_ctx, n_tasks=len(tasks),
-            trusted_fraction=mean("trusted"), pfn_nll=mean("pfn_nll"), nuts_nll=mean("nuts_nll"),
+            trusted_fraction=fraction_or_none([t.trusted for t in tasks]),
+            pfn_nll=mean("pfn_nll"), nuts_nll=mean("nuts_nll"),
             gap=mean_or_none(gaps), gap_stderr=stderr_or_none(gaps),
             pfn_accuracy=mean("pfn_accuracy"), nuts_accuracy=mean("nuts_accuracy"),
             pfn_seconds=mean("pfn_seconds"), nuts_seconds=mean("nuts_seconds"),
@@ -194,8 +195,8 @@ class BNNNutsReport(Report):
     tolerances: dict[str, float]
 
     @property
-    def trusted_fraction(self) -> float:
-        return sum(t.trusted for t in self.tasks) / len(self.tasks)
+    def trusted_fraction(self) -> float | None:
+        return fraction_or_none([t.trusted for t in self.tasks])
 
     @property
     def mean_gap(self) -> float | None:
@@ -203,11 +204,13 @@ class BNNNutsReport(Report):
         return mean_or_none([c.gap for c in self.cells if c.gap is not None])
 
     @property
-    def speed_ratio(self) -> float:
-        """Mean NUTS time per task over mean PFN time per task."""
-        return mean_or_none([t.nuts_seconds for t in self.tasks]) / mean_or_none(
-            [t.pfn_seconds for t in self.tasks]
-        )
+    def speed_ratio(self) -> float | None:
+        """Mean NUTS time per task over mean PFN time per task; None without tasks."""
+        nuts_seconds = mean_or_none([t.nuts_seconds for t in self.tasks])
+        pfn_seconds = mean_or_none([t.pfn_seconds for t in self.tasks])
+        if nuts_seconds is None or not pfn_seconds:
+            return None
+        return nuts_seconds / pfn_seconds
 
     def checks(self) -> list[Check]:
         tolerance = self.tolerances.get("nll_gap_mean")

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.distributions import MixtureSameFamily
 
 from pfnkit.data import Batch, Prior
+from pfnkit.metrics import mean_or_none
 from pfnkit.mixtures import sample_mixture
 from pfnkit.models import DistributionTransformer
 from pfnkit.reference.analytic import conjugate_gmm_posterior
@@ -61,7 +62,7 @@ class DTSizeResult:
     n_obs: int
     dt_nll: float
     exact_nll: float
-    c2st: float
+    c2st: float | None  # None when no task of the size got a C2ST
     dt_seconds_per_task: float
     exact_seconds_per_task: float
 
@@ -103,12 +104,13 @@ class DTValidationReport(Report):
     sbc_samples: int = SBC_SAMPLES
 
     @property
-    def mean_gap(self) -> float:
-        return sum(s.gap for s in self.sizes) / len(self.sizes)
+    def mean_gap(self) -> float | None:
+        return mean_or_none([s.gap for s in self.sizes])
 
     @property
-    def c2st_mean(self) -> float:
-        return sum(s.c2st for s in self.sizes) / len(self.sizes)
+    def c2st_mean(self) -> float | None:
+        """Mean C2ST over the sizes that ran one; None when none did (a gated check fails)."""
+        return mean_or_none([s.c2st for s in self.sizes if s.c2st is not None])
 
     def checks(self) -> list[Check]:
         tol = self.tolerances
@@ -214,7 +216,7 @@ def _size_result(
         n_obs=batches[0].n_ctx,
         dt_nll=float(-torch.cat(dt_lp).mean()),
         exact_nll=float(-torch.cat(ex_lp).mean()),
-        c2st=sum(c2st_scores) / max(1, len(c2st_scores)),
+        c2st=mean_or_none(c2st_scores),
         dt_seconds_per_task=dt_time / n,
         exact_seconds_per_task=ex_time / n,
     )

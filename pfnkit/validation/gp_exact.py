@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pfnkit.data import Batch, GPRegressionPrior, Prior
-from pfnkit.metrics import interval_coverage, nll
+from pfnkit.metrics import interval_coverage, mean_or_none, nll
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 from pfnkit.report import Check, Report
 from pfnkit.validation.plots import plot_gp_bands, plot_nll_by_size
@@ -73,12 +73,12 @@ class GPValidationReport(Report):
     tolerances: dict[str, float]
 
     @property
-    def mean_gap(self) -> float:
-        return sum(s.gap for s in self.sizes) / len(self.sizes)
+    def mean_gap(self) -> float | None:
+        return mean_or_none([s.gap for s in self.sizes])
 
     @property
-    def max_gap(self) -> float:
-        return max(s.gap for s in self.sizes)
+    def max_gap(self) -> float | None:
+        return max((s.gap for s in self.sizes), default=None)
 
     def checks(self) -> list[Check]:
         """Mean and worst per-size PFN - exact NLL gap; a tolerance the card lacks is not gated."""
@@ -136,11 +136,11 @@ def _score_size(
     n = batch.batch_size
 
     def average(covs: list[dict]) -> dict[float, float]:
-        return {level: sum(c[level] for c in covs) / n for level in LEVELS}
+        return {level: mean_or_none([c[level] for c in covs]) for level in LEVELS}
 
     return (
-        sum(pfn_nlls) / n,
-        sum(exact_nlls) / n,
+        mean_or_none(pfn_nlls),
+        mean_or_none(exact_nlls),
         average(pfn_cov),
         average(exact_cov),
         pfn_time / n,

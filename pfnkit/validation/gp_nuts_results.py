@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pfnkit.metrics import mean_or_none, stderr_or_none
+from pfnkit.metrics import fraction_or_none, mean_or_none, stderr_or_none
 from pfnkit.reference.mcmc import NUTSConfig
 from pfnkit.report import Check, Report
 
@@ -136,7 +136,7 @@ class CellResult:
     d: int
     n_tasks: int
     nuts_tasks: int
-    trusted_fraction: float  # of the NUTS runs
+    trusted_fraction: float | None  # of the NUTS runs
     pfn_nll: float
     nuts_nll: float
     ml2_nll: float | None
@@ -168,7 +168,7 @@ class CellResult:
             d=tasks[0].d,
             n_tasks=len(tasks),
             nuts_tasks=len(ran),
-            trusted_fraction=sum(t.trusted for t in ran) / len(ran),
+            trusted_fraction=fraction_or_none([t.trusted for t in ran]),
             pfn_nll=mean_or_none([t.pfn_nll for t in tasks]),
             nuts_nll=mean_or_none([t.nuts_nll for t in ran]),
             ml2_nll=mean_or_none([t.ml2_nll for t in ok]),
@@ -200,10 +200,9 @@ class GPNutsReport(Report):
     tolerances: dict[str, float]
 
     @property
-    def trusted_fraction(self) -> float:
-        """Of the NUTS runs."""
-        ran = [t for t in self.tasks if t.nuts_run]
-        return sum(t.trusted for t in ran) / len(ran)
+    def trusted_fraction(self) -> float | None:
+        """Of the NUTS runs; None when there are none."""
+        return fraction_or_none([t.trusted for t in self.tasks if t.nuts_run])
 
     @property
     def mean_gap(self) -> float | None:
@@ -212,7 +211,9 @@ class GPNutsReport(Report):
 
     def ml2_gap(self, max_n_ctx: int) -> float | None:
         """Mean PFN - ML-II NLL over the cells with n_ctx <= max_n_ctx (negative: PFN better)."""
-        return mean_or_none([c.ml2_gap for c in self.cells if c.n_ctx <= max_n_ctx])
+        return mean_or_none(
+            [c.ml2_gap for c in self.cells if c.n_ctx <= max_n_ctx and c.ml2_gap is not None]
+        )
 
     @property
     def max_gap(self) -> float | None:

@@ -140,7 +140,8 @@ def _bnn_nuts_caption(report: Mapping[str, Any]) -> str:
         )
     lines.append(
         f"trusted NUTS runs {100 * report['trusted_fraction']:.0f}%; mean gap "
-        f"{_show(report['mean_gap'], '+.4f')}; PFN {report['speed_ratio']:.0f}x faster per task"
+        f"{_show(report['mean_gap'], '+.4f')}; PFN {_show(report['speed_ratio'], '.0f')}x faster "
+        "per task"
     )
     return "\n".join(lines)
 
@@ -191,7 +192,7 @@ def dt_exact_tables(report: Mapping[str, Any]) -> list[Table]:
     for s in report["sizes"]:
         table.add_row(
             str(s["n_obs"]), f"{s['dt_nll']:.4f}", f"{s['exact_nll']:.4f}", f"{s['gap']:+.4f}",
-            f"{s['c2st']:.3f}", f"{1e3 * s['dt_seconds_per_task']:.3f}",
+            _show(s["c2st"], ".3f"), f"{1e3 * s['dt_seconds_per_task']:.3f}",
             f"{1e3 * s['exact_seconds_per_task']:.3f}",
         )  # fmt: skip
     return [table, checks_table(report)]
@@ -203,14 +204,14 @@ def dt_nuts_tables(report: Mapping[str, Any]) -> list[Table]:
         f"{report['checkpoint']} vs NUTS (NLL of the true θ in nats)",
         ("n_obs", "tasks", "NUTS trusted", "DT NLL", "exact NLL", "gap", "C2ST",
          "|mean err|/sd", "DT ms/task", "NUTS s/task"),
-        caption=f"NUTS budget: {report['nuts']}\nmean gap {report['mean_gap']:+.4f}, "
-        f"mean C2ST {report['c2st_mean']:.3f}",
+        caption=f"NUTS budget: {report['nuts']}\nmean gap "
+        f"{_show(report['mean_gap'], '+.4f')}, mean C2ST {_show(report['c2st_mean'], '.3f')}",
     )  # fmt: skip
     for s in report["sizes"]:
         table.add_row(
             str(s["n_obs"]), str(s["n_tasks"]), f"{s['n_trusted']}/{s['n_nuts']}",
             f"{s['dt_nll']:.4f}", f"{s['exact_nll']:.4f}", f"{s['gap']:+.4f}",
-            f"{s['c2st']:.3f}", f"{s['mean_error_sd']:.3f}",
-            f"{1e3 * s['dt_seconds_per_task']:.3f}", f"{s['nuts_seconds_per_task']:.2f}",
+            _show(s["c2st"], ".3f"), _show(s["mean_error_sd"], ".3f"),
+            f"{1e3 * s['dt_seconds_per_task']:.3f}", _show(s["nuts_seconds_per_task"], ".2f"),
         )  # fmt: skip
     return [table, checks_table(report)]

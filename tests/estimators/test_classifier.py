@@ -15,8 +15,7 @@ from pfnkit import PFNClassifier
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.estimators import PFNRegressor
 from pfnkit.models import PFN, PFNConfig
-
-FLOAT64_ATOL = 1e-12  # float64 identities (same model, different code path or sum order)
+from tests.conftest import FLOAT64_ATOL
 
 
 def _save_random_classifier(
@@ -69,7 +68,9 @@ def test_probabilities_sum_to_one_and_match_predict(clf3: str, dtype: str) -> No
     assert proba.shape == (9, 3) and np.all(proba >= 0)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=FLOAT64_ATOL, rtol=0)
     np.testing.assert_array_equal(clf.predict(x_test), clf.classes_[proba.argmax(axis=1)])
-    np.testing.assert_allclose(clf.predict_log_proba(x_test), np.log(proba), rtol=1e-12)
+    np.testing.assert_allclose(
+        clf.predict_log_proba(x_test), np.log(proba), atol=FLOAT64_ATOL, rtol=0
+    )
     assert clf.n_features_in_ == 2 and len(clf.permutations_) == 6
     assert 0.0 <= clf.score(x, y) <= 1.0
 
@@ -78,7 +79,7 @@ def test_one_relabelling_reads_the_raw_model(clf3: str) -> None:
     x, y = _data(n_classes=2)
     x_test = np.random.default_rng(1).normal(size=(5, 2))
     clf = PFNClassifier(checkpoint=clf3, class_permutations=1, n_estimators=1,
-                        preprocessing="none").fit(x, y)  # fmt: skip
+                        preprocessing="none", dtype="float64").fit(x, y)  # fmt: skip
     model = clf.checkpoint_.model
     loc, scale = x.mean(axis=0), x.std(axis=0)
 
@@ -99,7 +100,7 @@ def test_predictions_are_invariant_to_relabelling_the_classes(clf3: str, n_class
     names = np.array(["cat", "dog", "emu"])[:n_classes]
     renamed = np.array(["zebra", "ant", "mole"])[:n_classes]  # reverses the sorted order
     # every view with all C! relabellings: "auto" does that for 2 classes at n_estimators=8
-    options = {"class_permutations": "auto" if n_classes == 2 else "all"}
+    options = {"class_permutations": "auto" if n_classes == 2 else "all", "dtype": "float64"}
     a = PFNClassifier(checkpoint=clf3, **options).fit(x, names[y])
     b = PFNClassifier(checkpoint=clf3, **options).fit(x, renamed[y])
     order = [list(b.classes_).index(renamed[k]) for k in range(n_classes)]

@@ -14,9 +14,9 @@ from pfnkit import PFNClassifier
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.estimators.tables import UNKNOWN_CATEGORY_CODE
 from pfnkit.models import PFNConfig
+from tests.conftest import FLOAT64_ATOL
 from tests.helpers import make_tiny_pfn
 
-FLOAT64_ATOL = 1e-10  # float64 identities up to summation order (rows permuted, cached or not)
 WIDTH, N_CLASSES = 4, 4  # the random checkpoint reads 4 features, has 4 class outputs
 
 
@@ -73,7 +73,7 @@ def test_ensemble_equals_a_loop_over_its_members(clf4: str, d: int, relabellings
     x, y = _table(d=d)
     x_test = np.random.default_rng(1).normal(size=(7, d))
     clf = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=relabellings,
-                        preprocessing="none", query_chunk_size=3)  # fmt: skip
+                        preprocessing="none", query_chunk_size=3, dtype="float64")  # fmt: skip
     with pytest.warns(UserWarning) if d > WIDTH else contextlib.nullcontext():
         clf.fit(x, y)
     n_views = len(clf.views_.layout)
@@ -96,7 +96,7 @@ def test_transformed_members_equal_uncached_passes_on_their_views(
     x[::4, 1] = np.nan
     x_test = np.random.default_rng(1).normal(size=(5, 3))
     clf = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=2,
-                        softmax_temperature=temperature).fit(x, y)  # fmt: skip
+                        softmax_temperature=temperature, dtype="float64").fit(x, y)  # fmt: skip
     methods = {clf.views_.methods[m] for m in clf.views_.layout[:, 1]}
     assert methods == {"none", "quantile", "power", "robust"}
     ctx, qry = clf.views_.transform(x), clf.views_.transform(x_test)
@@ -118,7 +118,8 @@ def test_predictions_are_invariant_to_the_order_of_context_rows(clf4: str) -> No
     x = np.column_stack([x, np.array(["a", "b", "c", "d", "e"], dtype=object)[np.arange(40) % 5]])
     x_test = x[::3]
     x[::7, 0] = np.nan
-    options = dict(checkpoint=clf4, n_estimators=8, random_state=3)  # every preprocessing
+    options = dict(checkpoint=clf4, n_estimators=8, random_state=3,  # every preprocessing
+                   dtype="float64")  # fmt: skip
     proba = PFNClassifier(**options).fit(x, y).predict_proba(x_test)
     rows = np.random.default_rng(0).permutation(len(x))
     shuffled = PFNClassifier(**options).fit(x[rows], y[rows]).predict_proba(x_test)

@@ -16,8 +16,7 @@ from pfnkit.estimators.ensemble import (
     resolve_preprocessing,
     view_layout,
 )
-
-FLOAT64_ATOL = 1e-12  # float64 identities (same numbers, other route)
+from tests.conftest import FLOAT64_ATOL
 
 
 def _skewed(n: int = 40, seed: int = 0) -> np.ndarray:
@@ -82,7 +81,7 @@ def test_quantile_scores_match_plotting_positions_of_the_context() -> None:
                                    atol=FLOAT64_ATOL)  # fmt: skip
         level = np.interp(queries[:, j], np.sort(x[:, j]), (np.arange(n) + 0.5) / n)
         np.testing.assert_allclose(
-            transform.transform(queries)[:, j], stats.norm.ppf(level), atol=1e-9
+            transform.transform(queries)[:, j], stats.norm.ppf(level), atol=FLOAT64_ATOL
         )
     scores = transform.transform(x)
     assert np.abs(scores).max() == pytest.approx(stats.norm.ppf(1 - 0.5 / n))  # not sklearn's 5.2
@@ -99,7 +98,7 @@ def test_robust_and_power_transforms_match_hand_formulas() -> None:
         # scipy's Yeo-Johnson at the fitted λ, standardized; and λ maximizes its likelihood
         expected = stats.yeojohnson(z[:, j], lmbda=lam)
         expected = (expected - expected.mean()) / expected.std()
-        np.testing.assert_allclose(power.transform(x)[:, j], expected, atol=1e-9)
+        np.testing.assert_allclose(power.transform(x)[:, j], expected, atol=FLOAT64_ATOL)
         assert stats.yeojohnson_llf(lam, z[:, j]) >= stats.yeojohnson_llf(lam + 0.05, z[:, j])
         assert stats.yeojohnson_llf(lam, z[:, j]) >= stats.yeojohnson_llf(lam - 0.05, z[:, j])
     skew = stats.skew(power.transform(x)[:, 0])

@@ -14,10 +14,10 @@ from pfnkit.estimators import PFNRegressor
 from pfnkit.estimators.ensemble import pad_features
 from pfnkit.models import PFNConfig
 from priors.gp import GPPrior, GPPriorConfig
+from tests.conftest import FLOAT32_ATOL
 from tests.helpers import make_tiny_pfn
 
 AFFINE_ATOL = 1e-9  # float64: the same model on inputs that differ by rounding only
-FLOAT32_ATOL = 1e-6  # float32 prior draws against their float64 reconstruction
 GENERAL = GPPriorConfig.general_purpose(num_features=4)
 
 
@@ -47,8 +47,8 @@ def test_predictions_are_invariant_to_affine_maps_of_x_and_y(rescaling_checkpoin
     y, y_test = np.sin(x).sum(1), rng.normal(size=6)
     scale, shift = np.array([3.0, 0.02, 700.0]), np.array([-5.0, 100.0, 1e4])
     y_scale, y_shift = 250.0, -3e3
-    base = PFNRegressor(checkpoint=rescaling_checkpoint).fit(x, y)
-    moved = PFNRegressor(checkpoint=rescaling_checkpoint).fit(
+    base = PFNRegressor(checkpoint=rescaling_checkpoint, dtype="float64").fit(x, y)
+    moved = PFNRegressor(checkpoint=rescaling_checkpoint, dtype="float64").fit(
         x * scale + shift, y * y_scale + y_shift
     )
     dist, moved_dist = (

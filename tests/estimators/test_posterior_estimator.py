@@ -10,9 +10,9 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.estimators.posterior import PosteriorEstimator
 from pfnkit.models import DistributionTransformer, DTConfig
+from tests.conftest import FLOAT64_ATOL
 from tests.helpers import make_tiny_pfn
 
-FLOAT64_EXACT = 1e-10
 CONFIG = DTConfig(dim=2, obs_dim=2, k_max=3, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 WEIGHTS = [0.3, 0.7]
 MEANS = [[0.0, 1.0], [-1.0, 2.0]]
@@ -45,7 +45,7 @@ def test_tuple_and_mixture_priors_agree_and_match_the_model(estimator) -> None:
     again = estimator.posterior(prior, _obs(4))
     theta = torch.randn(7, 2, dtype=torch.float64)
     torch.testing.assert_close(
-        post.log_prob(theta), again.log_prob(theta), atol=FLOAT64_EXACT, rtol=FLOAT64_EXACT
+        post.log_prob(theta), again.log_prob(theta), atol=FLOAT64_ATOL, rtol=FLOAT64_ATOL
     )
     tril = torch.linalg.cholesky(torch.tensor(COVS, dtype=torch.float64))
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_tuple_and_mixture_priors_agree_and_match_the_model(estimator) -> None:
         )
     torch.testing.assert_close(
         post.log_prob(theta), direct.log_prob(theta[:, None]).squeeze(-1),
-        atol=FLOAT64_EXACT, rtol=FLOAT64_EXACT,
+        atol=FLOAT64_ATOL, rtol=FLOAT64_ATOL,
     )  # fmt: skip
 
 

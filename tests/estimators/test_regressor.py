@@ -13,9 +13,8 @@ import torch
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.estimators import PFNRegressor
 from pfnkit.models import PFNConfig
+from tests.conftest import FLOAT64_ATOL
 from tests.helpers import make_tiny_pfn
-
-FLOAT64_ATOL = 1e-10  # float64 identities (same model, different code path)
 
 
 @pytest.fixture
@@ -42,7 +41,8 @@ def _data(n: int = 12, d: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 def test_predictions_match_the_raw_model(tiny_checkpoint: Path) -> None:
     x, y = _data()
     x_test = np.linspace(0, 1, 7).reshape(-1, 1)
-    reg = PFNRegressor(checkpoint=str(tiny_checkpoint), query_chunk_size=3).fit(x, y)
+    reg = PFNRegressor(checkpoint=str(tiny_checkpoint), query_chunk_size=3, dtype="float64")
+    reg.fit(x, y)
     assert len(reg.views_.layout) == 1  # one feature in fixed units: one distinct view
     model = reg.checkpoint_.model
     with torch.no_grad():
@@ -60,7 +60,8 @@ def test_log_prob_includes_the_jacobian_and_broadcasts(standardizing_checkpoint:
     x, y = _data(d=2)
     y = 1000.0 + 50.0 * y
     reg = PFNRegressor(checkpoint=str(standardizing_checkpoint), n_estimators=1,
-                       preprocessing="none", softmax_temperature=1.0).fit(x, y)  # fmt: skip
+                       preprocessing="none", softmax_temperature=1.0,
+                       dtype="float64").fit(x, y)  # fmt: skip
     x_test = np.random.default_rng(1).uniform(0, 1, size=(4, 2))
     dist = reg.predict_distribution(x_test)
     loc, scale = reg.mapping_.y_loc, reg.mapping_.y_scale
@@ -157,7 +158,8 @@ def _raiser(error: BaseException):
 )
 def test_out_of_memory_names_the_knobs(tiny_checkpoint, monkeypatch, error) -> None:
     x, y = _data()
-    reg = PFNRegressor(checkpoint=str(tiny_checkpoint), query_chunk_size=1000).fit(x, y)
+    reg = PFNRegressor(checkpoint=str(tiny_checkpoint), query_chunk_size=1000, dtype="float64")
+    reg.fit(x, y)
     model_cls = type(reg.checkpoint_.model)
     monkeypatch.setattr(model_cls, "predict_from_cache", _raiser(error))
     for predict in (reg.predict, reg.predict_distribution):

@@ -48,7 +48,7 @@ def test_the_ensemble_is_the_mixture_of_a_loop_over_its_members(
     x, y = _table()
     x_test = _table(n=6, seed=1)[0]
     reg = PFNRegressor(checkpoint=reg3, n_estimators=4, query_chunk_size=4,
-                       softmax_temperature=temperature).fit(x, y)  # fmt: skip
+                       softmax_temperature=temperature, dtype="float64").fit(x, y)  # fmt: skip
     assert reg.cache_.keys[0].shape[0] == 4  # one encoded context per member
     assert [reg.views_.methods[m] for _, m in reg.views_.layout] == [
         "none", "quantile", "power", "robust"
@@ -84,10 +84,11 @@ def test_predictions_ignore_row_order_and_how_queries_are_chunked(reg3: str) -> 
     x[::6, 1] = np.nan  # holes, so imputation and indicators are covered too
     x_test = _table(n=9, seed=2)[0]
     x_test[3, 1] = np.nan
-    reg = PFNRegressor(checkpoint=reg3, n_estimators=8, random_state=1).fit(x, y)
+    options = dict(checkpoint=reg3, n_estimators=8, random_state=1, dtype="float64")
+    reg = PFNRegressor(**options).fit(x, y)
     mean, dist = reg.predict(x_test), reg.predict_distribution(x_test)
     rows = np.random.default_rng(0).permutation(len(x))
-    shuffled = PFNRegressor(checkpoint=reg3, n_estimators=8, random_state=1).fit(x[rows], y[rows])
+    shuffled = PFNRegressor(**options).fit(x[rows], y[rows])
     np.testing.assert_allclose(shuffled.predict(x_test), mean, atol=FLOAT64_ATOL, rtol=0)
     torch.testing.assert_close(shuffled.predict_distribution(x_test).log_probs, dist.log_probs,
                                atol=FLOAT64_ATOL, rtol=0)  # fmt: skip

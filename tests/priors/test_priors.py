@@ -12,8 +12,7 @@ from sklearn.gaussian_process import kernels as sk
 import priors
 from pfnkit.data import Batch, Prior
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
-
-STANDARD_ERRORS = 4.0  # statistical comparisons: within this many standard errors
+from tests.conftest import STANDARD_ERRORS
 
 
 @pytest.mark.parametrize("name", sorted(priors.REGISTRY))

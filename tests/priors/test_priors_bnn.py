@@ -16,9 +16,7 @@ from torch.distributions import Bernoulli, Categorical, Normal
 import priors
 from pfnkit.data import Batch
 from priors.bnn import BNNPrior, BNNPriorConfig, mlp_forward, unflatten_parameters
-
-STANDARD_ERRORS = 4.0  # statistical comparisons: within this many standard errors
-FLOAT64_ATOL = 1e-10  # float64 identities (batched vs loop, formula vs formula)
+from tests.conftest import FLOAT64_ATOL, STANDARD_ERRORS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {

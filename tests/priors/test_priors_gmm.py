@@ -16,10 +16,7 @@ from torch.distributions import (
 import priors
 from pfnkit.data import Batch
 from priors.gmm import GMMPrior, GMMPriorConfig
-
-STANDARD_ERRORS = 4.0  # statistical comparisons: within this many standard errors
-FLOAT64_ATOL = 1e-10  # float64 identities (batched vs loop)
-FLOAT32_ATOL = 1e-5  # float32 identities (normalised weights)
+from tests.conftest import FLOAT32_ATOL, FLOAT64_ATOL, STANDARD_ERRORS
 
 OBS_COV = ((1.0, 0.3), (0.3, 0.5))
 

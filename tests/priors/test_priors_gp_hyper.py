@@ -15,11 +15,10 @@ from sklearn.gaussian_process import kernels as sk
 
 import priors
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
+from tests.conftest import FLOAT32_ATOL, STANDARD_ERRORS
 
 ROOT = Path(__file__).resolve().parents[2]
-STANDARD_ERRORS = 4.0  # statistical comparisons: within this many standard errors
 KS_MIN_PVALUE = 1e-3  # distribution checks: reject only clear mismatches
-FLOAT32_ATOL = 1e-6  # float32 outputs of a float64 computation
 
 # Draws of the prior before hyperprior mode existed (seed 7, 3 tasks, 4 + 2 points):
 # the defaults must keep producing them from the same generator.
@@ -36,6 +35,7 @@ OLD_Y_QRY = {
     ],
 }
 OLD_X_CTX_SUM = {"checkpoints/gp-rbf.json": 5.6244976521, "tests/data/gp10-tiny.json": 6.3181750635}
+RECORDED_SUM_ATOL = 1e-8  # a recorded float64 sum, printed to 10 decimals
 
 
 @pytest.mark.parametrize("card", sorted(OLD_Y_QRY))
@@ -51,7 +51,9 @@ def test_old_cards_load_and_reproduce_the_old_draws(card: str) -> None:
     torch.testing.assert_close(
         batch.y_qry, torch.tensor(OLD_Y_QRY[card]), atol=FLOAT32_ATOL, rtol=0
     )
-    assert float(batch.x_ctx.double().sum()) == pytest.approx(OLD_X_CTX_SUM[card], abs=1e-8)
+    assert float(batch.x_ctx.double().sum()) == pytest.approx(
+        OLD_X_CTX_SUM[card], abs=RECORDED_SUM_ATOL
+    )
     assert torch.equal(batch.meta["num_used_features"], torch.full((3,), 1.0 * batch.num_features))
 
 

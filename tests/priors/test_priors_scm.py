@@ -13,10 +13,7 @@ import priors
 from pfnkit.data import Batch
 from pfnkit.models import PFN, PFNConfig
 from priors.scm import ACTIVATIONS, SCMPrior, SCMPriorConfig, propagate
-
-STANDARD_ERRORS = 4.0  # statistical comparisons: within this many standard errors
-FLOAT64_ATOL = 1e-10  # float64 identities (formula vs formula)
-FLOAT32_ATOL = 1e-5  # float32 identities (standardized context means)
+from tests.conftest import FLOAT32_ATOL, FLOAT64_ATOL, STANDARD_ERRORS
 
 META_KEYS = {
     "adjacency",

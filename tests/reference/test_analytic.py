@@ -12,9 +12,9 @@ from scipy.special import logsumexp
 
 from pfnkit.reference import conjugate_gmm_posterior, gmm_from_covariances, gmm_from_scale_tril
 from priors.gmm import GMMPrior, GMMPriorConfig
+from tests.conftest import FLOAT64_ATOL
 
-FLOAT64_RTOL = 1e-9  # closed form vs independently computed closed form, float64
-FLOAT64_ATOL = 1e-10
+CLOSED_FORM_RTOL = 1e-9  # closed form vs independently computed closed form, float64
 GRID_TOL = 1e-6  # closed form vs trapezoid integration on a fine grid
 KS_MIN_PVALUE = 1e-3  # calibration: posterior PIT of prior-drawn θ is uniform
 
@@ -64,7 +64,7 @@ def test_no_observations_returns_the_prior() -> None:
     prior = gmm_from_scale_tril(logits, means, scale_tril)
     points = torch.randn(5, 3, 2, generator=gen, dtype=torch.float64) * 3
     torch.testing.assert_close(
-        posterior.log_prob(points), prior.log_prob(points), rtol=FLOAT64_RTOL, atol=FLOAT64_ATOL
+        posterior.log_prob(points), prior.log_prob(points), rtol=CLOSED_FORM_RTOL, atol=FLOAT64_ATOL
     )
     components = posterior.component_distribution
     torch.testing.assert_close(components.loc, means, rtol=0, atol=0)
@@ -91,10 +91,10 @@ def test_single_component_matches_textbook_conjugate_update() -> None:
     )
     component = posterior.component_distribution
     torch.testing.assert_close(
-        component.loc[0, 0], _f64(mu_n), rtol=FLOAT64_RTOL, atol=FLOAT64_ATOL
+        component.loc[0, 0], _f64(mu_n), rtol=CLOSED_FORM_RTOL, atol=FLOAT64_ATOL
     )
     torch.testing.assert_close(
-        component.covariance_matrix[0, 0], _f64(sigma_n), rtol=FLOAT64_RTOL, atol=FLOAT64_ATOL
+        component.covariance_matrix[0, 0], _f64(sigma_n), rtol=CLOSED_FORM_RTOL, atol=FLOAT64_ATOL
     )
     torch.testing.assert_close(
         posterior.mixture_distribution.probs, torch.ones(1, 1, dtype=torch.float64)
@@ -127,7 +127,7 @@ def test_weights_match_the_stacked_data_evidence() -> None:
         _f64(obs_cov),
     )
     torch.testing.assert_close(
-        posterior.mixture_distribution.probs[0], _f64(expected), rtol=FLOAT64_RTOL, atol=0
+        posterior.mixture_distribution.probs[0], _f64(expected), rtol=CLOSED_FORM_RTOL, atol=0
     )
 
 
@@ -144,7 +144,7 @@ def test_well_separated_components_pick_the_one_near_the_data() -> None:
     prec = 4.0 + 3.0
     expected_mean = (4.0 * means[0, 1] + x[0].sum(0)) / prec
     torch.testing.assert_close(
-        posterior.mean[0], expected_mean, rtol=FLOAT64_RTOL, atol=FLOAT64_ATOL
+        posterior.mean[0], expected_mean, rtol=CLOSED_FORM_RTOL, atol=FLOAT64_ATOL
     )
 
 
@@ -165,7 +165,7 @@ def test_batch_equals_loop() -> None:
         torch.testing.assert_close(
             batched.log_prob(points)[:, b],
             single.log_prob(points[:, b : b + 1])[:, 0],
-            rtol=FLOAT64_RTOL,
+            rtol=CLOSED_FORM_RTOL,
             atol=FLOAT64_ATOL,
         )
 
@@ -191,7 +191,7 @@ def test_gmm_from_covariances_matches_scale_tril_form() -> None:
     from_tril = gmm_from_scale_tril(weights.log(), means, torch.linalg.cholesky(cov))
     points = torch.randn(7, 2, 2, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(
-        from_cov.log_prob(points), from_tril.log_prob(points), rtol=FLOAT64_RTOL, atol=0
+        from_cov.log_prob(points), from_tril.log_prob(points), rtol=CLOSED_FORM_RTOL, atol=0
     )
     torch.testing.assert_close(from_cov.mixture_distribution.probs.sum(-1), torch.ones(2).double())
 

@@ -10,8 +10,8 @@ import torch
 from scipy import stats
 
 from pfnkit.reference.gp_hyperprior import GPHyperprior, ScalarHyperprior
+from tests.conftest import FLOAT64_ATOL
 
-FLOAT64_ATOL = 1e-10  # float64 identities
 QUADRATURE_ATOL = 1e-6  # densities integrated on a fine grid
 KS_MIN_PVALUE = 1e-3  # distribution checks: reject only clear mismatches
 

@@ -24,10 +24,9 @@ from pfnkit.reference.gp_nuts import (
     gp_hyperparameter_posterior,
 )
 from pfnkit.reference.mcmc import NUTSConfig
+from tests.conftest import FLOAT64_ATOL, STANDARD_ERRORS
 
-FLOAT64_ATOL = 1e-10  # float64 identities
 ICDF_ATOL = 1e-9  # bisection quantiles
-STANDARD_ERRORS = 4.0  # statistical comparisons: within this many Monte Carlo standard errors
 PREDICTIVE_ATOL = 0.05  # nats: Monte Carlo predictive (thinned draws) vs quadrature
 # gpytorch forms distances as |x|^2 + |x'|^2 - 2 x.x', which loses ~1e-8 near r = 0
 LML_RTOL = 1e-7
@@ -93,9 +92,10 @@ def test_noise_posterior_and_predictive_match_quadrature() -> None:
     x_N1, y_N = _data(8, seed=1)
     x_qry_M1 = torch.linspace(-2.5, 2.5, 6, dtype=torch.float64)[:, None]
     y_qry_M = torch.sin(2 * x_qry_M1[:, 0])
-    # four chains: with two, split R-hat on this heavy-tailed posterior straddles 1.01 by seed
-    budget = dataclasses.replace(CHECK_BUDGET, num_chains=4)
-    post = gp_hyperparameter_posterior(x_N1, y_N, hyperprior, budget, seed=3, predictive_draws=200)
+    # four chains of 1000 draws: with two chains or 500 draws, split R-hat on this
+    # heavy-tailed posterior straddles the 1.01 gate by seed and by package versions
+    budget = dataclasses.replace(CHECK_BUDGET, num_chains=4, num_samples=1000)
+    post = gp_hyperparameter_posterior(x_N1, y_N, hyperprior, budget, seed=3, predictive_draws=500)
     assert post.trusted, post.reason
     # quadrature over the unconstrained noise coordinate φ, with an independent likelihood
     grid = torch.linspace(-25, 25, 4001, dtype=torch.float64)

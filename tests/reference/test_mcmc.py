@@ -11,10 +11,9 @@ from pyro.ops.stats import effective_sample_size
 from torch.distributions import Categorical, Normal
 
 from pfnkit.reference import NUTSConfig, NUTSResult, mc_predictive_log_prob, run_nuts
+from tests.conftest import FLOAT64_ATOL, STANDARD_ERRORS
 
 DTYPE = torch.float64
-FLOAT64_ATOL = 1e-12  # identical computations in float64 (loop vs logsumexp, traced vs eager)
-MCSE_MULTIPLIER = 4.0  # statistical: NUTS estimates within this many Monte Carlo std errors
 IS_DRAWS = 200_000  # prior draws for the brute-force importance-sampling oracle
 # Agreement tests use short runs (2 x 300 draws) to stay fast. R-hat's own sampling noise is
 # then about 0.01, so the production gate of 1.01 would trip by chance; gross failures to mix
@@ -40,10 +39,10 @@ def _mcse_of_mean(draws_CS: torch.Tensor) -> float:
 
 
 def _assert_within_mcse(draws_CS: torch.Tensor, reference: float, extra_se: float = 0.0) -> None:
-    """Mean of draws within MCSE_MULTIPLIER combined standard errors of a reference."""
+    """Mean of draws within STANDARD_ERRORS combined standard errors of a reference."""
     se = math.hypot(_mcse_of_mean(draws_CS), extra_se)
     error = abs(float(draws_CS.mean()) - reference)
-    assert error < MCSE_MULTIPLIER * se, f"mean {float(draws_CS.mean())} vs {reference}, se {se}"
+    assert error < STANDARD_ERRORS * se, f"mean {float(draws_CS.mean())} vs {reference}, se {se}"
 
 
 # --- statistical agreement ---------------------------------------------------------------

@@ -10,8 +10,7 @@ from torch.distributions import Bernoulli, Categorical, Normal
 
 from pfnkit.reference import NUTSConfig, run_nuts
 from pfnkit.reference.nuts_classifier import NUTSClassPredictive, class_probabilities
-
-FLOAT64_ATOL = 1e-12
+from tests.conftest import FLOAT64_ATOL
 
 
 def _predictive(probs_by_chain: torch.Tensor) -> NUTSClassPredictive:

@@ -1,0 +1,241 @@
+"""Ask/tell Bayesian optimisation with a PFN surrogate, for evaluations that run elsewhere.
+
+Müller et al., "PFNs4BO: In-Context Learning for Bayesian Optimization" (arXiv
+2305.17535): the PFN's posterior predictive marginalises the surrogate's
+hyperparameters in one forward pass, so no hyperparameters are refitted between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pfnkit.bo.acqf_optim import AcquisitionOptimizerConfig, maximize_acquisition
+from pfnkit.bo.acquisitions import ACQUISITIONS
+from pfnkit.bo.box import Box
+from pfnkit.bo.surrogate import PFNSurrogate
+from pfnkit.checkpoint import Checkpoint
+
+__all__ = ["AskTellOptimizer", "OptimizeResult", "default_n_init"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """The history of an optimisation and its best point.
+
+    Attributes:
+        xs: (n, d) evaluated points, in the order they were told.
+        ys: (n,) their values.
+        x_best: (d,) the point of the lowest value.
+        y_best: the lowest value.
+        ask_seconds: (n,) the optimiser's own time to propose each point (surrogate and
+            acquisition search, not the objective); 0 for points of the initial design.
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray
+    x_best: np.ndarray
+    y_best: float
+    ask_seconds: np.ndarray
+
+    @property
+    def n_evals(self) -> int:
+        return int(self.ys.shape[0])
+
+
+def default_n_init(dim: int) -> int:
+    """Initial-design size when none is given: d + 1 points, and at least 2."""
+    return max(2, dim + 1)
+
+
+def _key(x: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in x)
+
+
+class AskTellOptimizer:
+    """Minimise a function evaluated elsewhere: `ask` for a point, `tell` its value.
+
+    The first `n_init` points come from a scrambled Sobol design of the box; each later
+    point maximises the acquisition under the PFN surrogate's posterior given all told
+    points (see `PFNSurrogate` for how the box and the values map into the model).
+    Points asked but not yet told are put in the context at the surrogate's predicted
+    median (the "kriging believer"), so several asks in a row return distinct points.
+
+    Args:
+        bounds: one (low, high) pair per dimension.
+        n_init: size of the initial design; `default_n_init(d)` when None.
+        acquisition: a key of `pfnkit.bo.ACQUISITIONS`: "ei" (expected improvement,
+            climbed through its log), "log_ei" (the same), "pi" (probability of
+            improvement) or "lcb" (the 10% predictive quantile, minimised).
+        checkpoint: regression PFN checkpoint (name, path or loaded). The default "gp" is
+            the general GP regressor with hyperpriors (1 to 10 standardized features);
+            the box maps onto standardized inputs as `PFNSurrogate` says.
+        seed: seeds the design and the acquisition search; the same seed and the same
+            told values give the same points.
+        device: torch device of the surrogate.
+        dtype: torch dtype of the surrogate's model.
+        y_transform: how values map into the surrogate's units (`pfnkit.bo.outputs`):
+            "rank" (default; the Gaussian copula), "power" (Yeo-Johnson) or
+            "standardize".
+        config: the acquisition search; `AcquisitionOptimizerConfig()` when None.
+    """
+
+    def __init__(
+        self,
+        bounds: Sequence[Sequence[float]] | np.ndarray,
+        *,
+        n_init: int | None = None,
+        acquisition: str = "ei",
+        checkpoint: str | Path | Checkpoint = "gp",
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        y_transform: str = "rank",
+        config: AcquisitionOptimizerConfig | None = None,
+    ) -> None:
+        self.box = Box.from_bounds(bounds)
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"unknown acquisition {acquisition!r}; known: {sorted(ACQUISITIONS)}")
+        n_init = default_n_init(self.box.dim) if n_init is None else n_init
+        if isinstance(n_init, bool) or not isinstance(n_init, numbers.Integral) or n_init < 1:
+            raise ValueError(f"n_init must be a positive int, got {n_init!r}")
+        self.n_init = int(n_init)
+        self.acquisition = acquisition
+        self.config = config or AcquisitionOptimizerConfig()
+        self.surrogate = PFNSurrogate(
+            self.box, checkpoint, device=device, dtype=dtype, y_transform=y_transform
+        )
+        self._generator = torch.Generator().manual_seed(int(seed))
+        design_seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator))
+        self._design = torch.quasirandom.SobolEngine(self.box.dim, scramble=True, seed=design_seed)
+        self._xs: list[np.ndarray] = []
+        self._ys: list[float] = []
+        self._ask_seconds: list[float] = []
+        self._pending: dict[tuple[float, ...], tuple[np.ndarray, float]] = {}
+
+    # --------------------------------------------------------------------- the loop
+    def ask(self) -> np.ndarray:
+        """The next point to evaluate, a (d,) array inside the bounds."""
+        start = time.perf_counter()
+        if len(self._ys) + len(self._pending) < self.n_init or not self._ys:
+            u = self._design.draw(1, dtype=torch.float64)[0].numpy()
+            seconds = 0.0
+        else:
+            u = self._propose()
+            seconds = time.perf_counter() - start
+        x = self.box.from_unit(u)
+        while _key(x) in self._pending:  # a repeated proposal: nudge it by one ulp
+            x = np.nextafter(x, self.box.high if bool((x < self.box.high).all()) else self.box.low)
+        self._pending[_key(x)] = (x, seconds)
+        return x.copy()
+
+    def tell(self, x: Sequence[float] | np.ndarray, y: float) -> None:
+        """Record the value `y` of a point `x` that `ask` returned (the same float values).
+
+        Raises:
+            ValueError: `x` is not a pending point of `ask` (unknown, or told already), or
+                `y` is not a finite number. A rejected value leaves the history as it
+                was and the point pending: tell it again with a finite value, or
+                `discard` it.
+        """
+        point = np.asarray(x, dtype=np.float64).reshape(-1)
+        key = _key(point)
+        if key not in self._pending:
+            raise ValueError(
+                f"tell got x = {point.tolist()}, which is not a pending point of ask() (unknown, "
+                f"or told already); pending: {[list(k) for k in self._pending]}"
+            )
+        value = _as_finite_value(y, point)
+        stored, seconds = self._pending.pop(key)
+        self._xs.append(stored)
+        self._ys.append(value)
+        self._ask_seconds.append(seconds)
+
+    def discard(self, x: Sequence[float] | np.ndarray) -> None:
+        """Forget a pending point that could not be evaluated (say, `f` returned NaN)."""
+        key = _key(np.asarray(x, dtype=np.float64).reshape(-1))
+        if self._pending.pop(key, None) is None:
+            raise ValueError(f"discard got x = {list(key)}, which is not a pending point of ask()")
+
+    # -------------------------------------------------------------------- results
+    @property
+    def xs(self) -> np.ndarray:
+        return np.array(self._xs).reshape(-1, self.box.dim)
+
+    @property
+    def ys(self) -> np.ndarray:
+        return np.array(self._ys, dtype=np.float64)
+
+    def result(self) -> OptimizeResult:
+        """The history so far and its best point.
+
+        Raises:
+            ValueError: nothing has been told yet.
+        """
+        if not self._ys:
+            raise ValueError("no evaluation has been told yet; ask() a point and tell() its value")
+        ys = self.ys
+        best = int(np.argmin(ys))
+        return OptimizeResult(
+            xs=self.xs,
+            ys=ys,
+            x_best=self.xs[best].copy(),
+            y_best=float(ys[best]),
+            ask_seconds=np.array(self._ask_seconds),
+        )
+
+    # -------------------------------------------------------------------- internals
+    def _propose(self) -> np.ndarray:
+        u_obs = self.box.to_unit(self.xs)
+        ys = self.ys
+        surrogate = self.surrogate.fit(u_obs, ys)
+        u_ctx = u_obs
+        if self._pending:  # kriging believer: pending points at their predicted median
+            u_pending = self.box.to_unit(np.array([x for x, _ in self._pending.values()]))
+            with torch.no_grad():
+                median = surrogate.posterior_unit(torch.as_tensor(u_pending)).median
+            believed = surrogate.untransform_y(median.double().cpu().numpy())
+            u_ctx = np.concatenate([u_obs, u_pending])
+            surrogate.fit(u_ctx, np.concatenate([ys, believed]))
+        incumbent = torch.tensor(float(surrogate.transform_y(ys.min())), dtype=torch.float64)
+        acquisition = ACQUISITIONS[self.acquisition]
+
+        def score(u: torch.Tensor) -> torch.Tensor:
+            return acquisition(surrogate.posterior_unit(u), incumbent)
+
+        order = np.argsort(np.concatenate([ys, np.full(len(u_ctx) - len(ys), np.inf)]))
+        observed = torch.as_tensor(u_ctx[order], dtype=torch.float64)
+        u = maximize_acquisition(score, observed, generator=self._generator, config=self.config)
+        log.debug("proposal %d at u = %s", len(ys) + len(self._pending) + 1, u.tolist())
+        return u.detach().cpu().numpy()
+
+
+def _as_finite_value(y: object, x: np.ndarray) -> float:
+    """`y` as a finite float, or a ValueError that names the point."""
+    array = np.asarray(y, dtype=np.float64) if _is_number_like(y) else None
+    if array is None or array.size != 1:
+        raise ValueError(f"the value at x = {x.tolist()} must be one number, got {y!r}")
+    value = float(array.reshape(()))
+    if not np.isfinite(value):
+        raise ValueError(
+            f"the value at x = {x.tolist()} is {value}; Bayesian optimisation needs finite "
+            "values, and the history is left as it was"
+        )
+    return value
+
+
+def _is_number_like(y: object) -> bool:
+    try:
+        np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True

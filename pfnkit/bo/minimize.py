@@ -1,0 +1,125 @@
+"""One-call Bayesian optimisation: `minimize(f, bounds, n_evals)` with a PFN surrogate."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pfnkit.bo.acqf_optim import AcquisitionOptimizerConfig
+from pfnkit.bo.ask_tell import AskTellOptimizer, OptimizeResult, default_n_init
+from pfnkit.bo.box import Box
+from pfnkit.checkpoint import Checkpoint
+
+__all__ = ["EvaluationError", "minimize"]
+
+
+class EvaluationError(ValueError):
+    """The objective returned something other than one finite number.
+
+    Attributes:
+        x: the point at which it did.
+        value: what it returned.
+        result: the history before that point (None if it was the first evaluation);
+            the failed point is not in it.
+    """
+
+    def __init__(self, message: str, x: np.ndarray, value: object, result: OptimizeResult | None):
+        super().__init__(message)
+        self.x = x
+        self.value = value
+        self.result = result
+
+
+def minimize(
+    f: Callable[[np.ndarray], float],
+    bounds: Sequence[Sequence[float]] | np.ndarray,
+    n_evals: int,
+    *,
+    n_init: int | None = None,
+    acquisition: str = "ei",
+    checkpoint: str | Path | Checkpoint = "gp",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    y_transform: str = "rank",
+    config: AcquisitionOptimizerConfig | None = None,
+) -> OptimizeResult:
+    """Minimise `f` over a box with Bayesian optimisation and a PFN surrogate.
+
+    `n_init` points of a scrambled Sobol design come first; every later point maximises
+    the acquisition under the PFN's posterior predictive given all points so far
+    (Müller et al., arXiv 2305.17535), found from many random starts refined by
+    gradients (`pfnkit.bo.maximize_acquisition`). Until a checkpoint trained on a BO
+    prior exists, the default surrogate is "gp", the general GP regressor with
+    hyperpriors trained on standardized inputs: the box is mapped onto the unit cube
+    and then to ``√12 (u - 1/2)``, the box's uniform distribution standardized (see
+    `PFNSurrogate`). The values are mapped, afresh at every step, to the standardized
+    normal scores of their ranks (`y_transform="rank"`, `pfnkit.bo.outputs`), which
+    keeps the differences between the lowest values visible to the surrogate.
+
+    Args:
+        f: the objective; called with a (d,) float64 array inside the bounds, returns
+            one finite number.
+        bounds: one (low, high) pair per dimension, low < high.
+        n_evals: the budget: number of calls of `f`, the initial design included.
+        n_init: initial-design size; when None, `default_n_init(d)` (d + 1, at least 2)
+            capped at `n_evals`.
+        acquisition: "ei" (default), "log_ei", "pi" or "lcb" (`AskTellOptimizer`).
+        checkpoint: regression PFN checkpoint (name, path or loaded).
+        seed: the same seed gives the same trajectory.
+        device: torch device of the surrogate.
+        dtype: torch dtype of the surrogate's model.
+        y_transform: how values map into the surrogate's units (`pfnkit.bo.outputs`):
+            "rank" (default; the Gaussian copula), "power" (Yeo-Johnson) or
+            "standardize".
+        config: the acquisition search (`AcquisitionOptimizerConfig`).
+
+    Returns:
+        The history (`xs`, `ys`) and the best point (`x_best`, `y_best`).
+
+    Raises:
+        ValueError: inverted or malformed bounds, an n_evals below n_init, or an unknown
+            acquisition.
+        EvaluationError: `f` returned NaN, inf or a non-number; it names the point,
+            and its `result` holds the history up to it (the point is not in it).
+    """
+    if isinstance(n_evals, bool) or not isinstance(n_evals, numbers.Integral) or n_evals < 1:
+        raise ValueError(f"n_evals must be a positive int, got {n_evals!r}")
+    box = Box.from_bounds(bounds)
+    if n_init is None:
+        n_init = min(default_n_init(box.dim), int(n_evals))
+    elif n_evals < n_init:
+        raise ValueError(
+            f"n_evals={n_evals} is below n_init={n_init}: the budget must cover the initial "
+            "design; raise n_evals or lower n_init"
+        )
+    optimizer = AskTellOptimizer(
+        bounds,
+        n_init=n_init,
+        acquisition=acquisition,
+        checkpoint=checkpoint,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        y_transform=y_transform,
+        config=config,
+    )
+    for i in range(int(n_evals)):
+        x = optimizer.ask()
+        value = f(x.copy())
+        try:
+            optimizer.tell(x, value)
+        except ValueError as error:
+            history = optimizer.result() if i else None
+            raise EvaluationError(
+                f"evaluation {i + 1} of {n_evals}: {error}. The error's `result` holds the "
+                f"{i} evaluations before it",
+                x=x,
+                value=value,
+                result=history,
+            ) from None
+    return optimizer.result()
