@@ -47,12 +47,24 @@ __all__ = [
     "GPPrior",
     "GPPriorConfig",
     "Hyperprior",
+    "draw_inputs",
     "kernel_matrix",
 ]
 
 X_DISTRIBUTIONS = ("uniform", "normal")
 SCALINGS = ("none", "sqrt")
 _MAX_JITTER = 1e-2
+
+
+def draw_inputs(
+    shape: tuple[int, int, int], generator: torch.Generator, *, distribution: str, low: float,
+    high: float,
+) -> Tensor:  # fmt: skip
+    """Inputs x (float64): N(0, 1) for ``distribution = "normal"``, else U[low, high]."""
+    if distribution == "normal":
+        return torch.randn(shape, generator=generator, dtype=torch.float64)
+    u_BTD = torch.rand(shape, generator=generator, dtype=torch.float64)
+    return low + (high - low) * u_BTD
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,13 +303,6 @@ class GPPrior:
             cfg.num_features_min, cfg.num_features + 1, (batch_size,), generator=generator
         )
 
-    def _inputs(self, shape: tuple[int, int, int], generator: torch.Generator) -> Tensor:
-        cfg = self.config
-        if cfg.x_distribution == "normal":
-            return torch.randn(shape, generator=generator, dtype=torch.float64)
-        u_BTD = torch.rand(shape, generator=generator, dtype=torch.float64)
-        return cfg.x_low + (cfg.x_high - cfg.x_low) * u_BTD
-
     def model_sizes(self, kind: str) -> dict[str, int]:
         """A regression PFN's input width (`pfnkit.data.PretrainPrior`)."""
         if kind != "pfn":
@@ -346,7 +351,10 @@ class GPPrior:
         if cfg.lengthscale_scaling == "sqrt":
             lengthscale_BD = lengthscale_BD * d_B1.sqrt()
         t = n_ctx + n_qry
-        x_BTD = self._inputs((batch_size, t, cfg.num_features), generator)
+        x_BTD = draw_inputs(
+            (batch_size, t, cfg.num_features), generator,
+            distribution=cfg.x_distribution, low=cfg.x_low, high=cfg.x_high,
+        )  # fmt: skip
         if not bool(used_BD.all()) or cfg.feature_rescale != "none":
             x_BTD = x_BTD * (used_BD * x_scale_B1)[:, None, :]
         cov_BTT = kernel_matrix(cfg.kernel, x_BTD, x_BTD, lengthscale_BD, hyper["outputscale"])

@@ -32,13 +32,12 @@ from torch import Tensor
 from pfnkit.data import Batch
 from priors.gmm import _log_gamma_variates
 from priors.gp import KERNELS as STATIONARY_KERNELS
-from priors.gp import kernel_matrix
+from priors.gp import X_DISTRIBUTIONS, draw_inputs, kernel_matrix
 from priors.nngp import NNGPKernelConfig, nngp_kernel_matrix
 
 __all__ = ["TP_KERNELS", "StudentTPrior", "StudentTPriorConfig"]
 
 TP_KERNELS = (*STATIONARY_KERNELS, "nngp")
-_X_DISTRIBUTIONS = ("uniform", "normal")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,9 +93,9 @@ class StudentTPriorConfig:
         ]:
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and positive, got {value}")
-        if self.x_distribution not in _X_DISTRIBUTIONS:
+        if self.x_distribution not in X_DISTRIBUTIONS:
             raise ValueError(
-                f"unknown x_distribution {self.x_distribution!r}; choose from {_X_DISTRIBUTIONS}"
+                f"unknown x_distribution {self.x_distribution!r}; choose from {X_DISTRIBUTIONS}"
             )
         if not self.x_low < self.x_high:
             raise ValueError(f"need x_low < x_high, got {self.x_low}, {self.x_high}")
@@ -163,13 +162,6 @@ class StudentTPrior:
         log_gamma_B = _log_gamma_variates((batch_size,), cfg.scale_concentration, generator)
         return cfg.scale_rate * torch.exp(-log_gamma_B)
 
-    def _inputs(self, shape: tuple[int, int, int], generator: torch.Generator) -> Tensor:
-        cfg = self.config
-        if cfg.x_distribution == "normal":
-            return torch.randn(shape, generator=generator, dtype=torch.float64)
-        u_BTD = torch.rand(shape, generator=generator, dtype=torch.float64)
-        return cfg.x_low + (cfg.x_high - cfg.x_low) * u_BTD
-
     def _meta(self, scale_B: Tensor) -> dict[str, Tensor]:
         cfg = self.config
         b = scale_B.shape[0]
@@ -201,7 +193,10 @@ class StudentTPrior:
         cfg = self.config
         scale_B = self.sample_scale(batch_size, generator)
         t = n_ctx + n_qry
-        x_BTD = self._inputs((batch_size, t, cfg.num_features), generator)
+        x_BTD = draw_inputs(
+            (batch_size, t, cfg.num_features), generator,
+            distribution=cfg.x_distribution, low=cfg.x_low, high=cfg.x_high,
+        )  # fmt: skip
         cov_BTT = self.kernel_matrix(x_BTD, x_BTD)
         cov_BTT = cov_BTT + cfg.noise * torch.eye(t, dtype=torch.float64)
         chol_BTT, info_B = torch.linalg.cholesky_ex(cov_BTT)

@@ -30,8 +30,9 @@ from pfnkit.robustness.registry import (
 )
 from pfnkit.robustness.report import (
     RobustnessReport,
-    attack_seed,
     posterior_robustness_report,
+    replay_tasks,
+    seeded_tasks,
 )
 from pfnkit.robustness.tables import robustness_table
 
@@ -73,12 +74,6 @@ def posterior_fns(model: nn.Module, batch: Batch, obs_cov: Tensor) -> PosteriorP
     )
 
 
-def _tasks(prior: Any, n_tasks: int, n_obs: int, seed: int) -> tuple[Batch, torch.Generator]:
-    """The attacked tasks (float64) and the generator, advanced past them."""
-    generator = torch.Generator().manual_seed(seed)
-    return prior.sample(n_tasks, n_obs, 0, generator=generator).to(torch.float64), generator
-
-
 def _float64_model(checkpoint: Checkpoint) -> nn.Module:
     """A float64 copy of the checkpoint's model (the checkpoint's own stays as it is)."""
     return copy.deepcopy(checkpoint.model).double().eval()
@@ -94,7 +89,8 @@ class DTExactAttack:
         self, checkpoint: Checkpoint, prior: Any, options: RobustnessOptions
     ) -> RobustnessReport:
         obs_cov = conjugate_obs_cov(checkpoint, prior)
-        batch, generator = _tasks(prior, options.tasks, options.n_ctx, options.seed)
+        batch, generator = seeded_tasks(prior, options.tasks, options.n_ctx, 0, options.seed)
+        batch = batch.to(torch.float64)
         report = posterior_robustness_report(
             *posterior_fns(_float64_model(checkpoint), batch, obs_cov), batch.x_ctx,
             eps=options.eps, config=options.attack, generator=generator,
@@ -110,14 +106,12 @@ class DTExactAttack:
     ) -> list[Path]:
         """The model's worst-attacked task at the largest radius (2-D θ, some ε > 0)."""
         obs_cov = conjugate_obs_cov(checkpoint, prior)
-        if report.seed is None:
-            raise ValueError("the report records no seed; make it with run_attack to plot it")
-        batch, generator = _tasks(prior, report.n_tasks, report.n_ctx, report.seed)
+        batch, generator = replay_tasks(prior, report)
+        batch = batch.to(torch.float64)
         eps = max(report.eps)
         if batch.meta["prior_means"].shape[-1] != 2 or eps == 0:
             logger.info("posterior contour plots need a 2-D θ and some eps > 0; skipped")
             return []
-        attack_seed(generator)  # the report's attacks drew this seed; continue after it
         task = report.worst_task()
         one = batch.task(task)
         path = plot_attacked_posterior(

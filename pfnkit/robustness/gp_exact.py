@@ -24,7 +24,12 @@ from pfnkit.robustness.registry import (
     UnsupportedCheckpointError,
     register_attack,
 )
-from pfnkit.robustness.report import RobustnessReport, attack_seed, robustness_report
+from pfnkit.robustness.report import (
+    RobustnessReport,
+    replay_tasks,
+    robustness_report,
+    seeded_tasks,
+)
 from pfnkit.robustness.tables import robustness_table
 
 if TYPE_CHECKING:
@@ -74,12 +79,6 @@ def gp_hyperparameters(checkpoint: Checkpoint, prior: Any) -> GPHyperparameters:
         ) from err
 
 
-def _tasks(prior: FixedGPPrior, n_tasks: int, n_ctx: int, n_qry: int, seed: int) -> tuple:
-    """The attacked tasks and the generator, advanced past them, that the attacks continue."""
-    generator = torch.Generator().manual_seed(seed)
-    return prior.sample(n_tasks, n_ctx, n_qry, generator=generator), generator
-
-
 class GPExactAttack:
     """`RobustnessAttack` "gp-exact": context attacks on the PFN and on the exact GP."""
 
@@ -90,8 +89,8 @@ class GPExactAttack:
         self, checkpoint: Checkpoint, prior: Any, options: RobustnessOptions
     ) -> RobustnessReport:
         hyper = gp_hyperparameters(checkpoint, prior)
-        batch, generator = _tasks(prior, options.tasks, options.n_ctx, options.n_qry,
-                                  options.seed)  # fmt: skip
+        batch, generator = seeded_tasks(prior, options.tasks, options.n_ctx, options.n_qry,
+                                        options.seed)  # fmt: skip
         report = robustness_report(
             checkpoint.model, batch, hyper, eps=options.eps, target=options.target,
             config=options.attack, generator=generator, checkpoint=checkpoint.name,
@@ -107,15 +106,11 @@ class GPExactAttack:
     ) -> list[Path]:
         """The model's worst-attacked task at the largest radius (1-D priors, some ε > 0)."""
         hyper = gp_hyperparameters(checkpoint, prior)
-        if report.seed is None:
-            raise ValueError("the report records no seed; make it with run_attack to plot it")
-        batch, generator = _tasks(prior, report.n_tasks, report.n_ctx, report.n_qry,
-                                  report.seed)  # fmt: skip
+        batch, generator = replay_tasks(prior, report)
         eps = max(report.eps)
         if batch.num_features != 1 or eps == 0:
             logger.info("attack plots need a 1-D prior and some eps > 0; skipped")
             return []
-        attack_seed(generator)  # the report's attacks drew this seed; continue after it
         config = AttackConfig.from_dict(report.attack)
         task = report.worst_task()
         path = plot_attacked_task(

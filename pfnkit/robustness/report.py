@@ -36,7 +36,9 @@ __all__ = [
     "RobustnessReport",
     "attack_seed",
     "posterior_robustness_report",
+    "replay_tasks",
     "robustness_report",
+    "seeded_tasks",
 ]
 
 QUANTILE = 0.9  # the upper quantile of per-task KL that the report gives beside the mean
@@ -164,6 +166,28 @@ class RobustnessReport(Report):
 def attack_seed(generator: torch.Generator) -> int:
     """One seed drawn from ``generator``; model and exact attacks both start from it."""
     return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def seeded_tasks(
+    prior: Any, n_tasks: int, n_ctx: int, n_qry: int, seed: int
+) -> tuple[Batch, torch.Generator]:
+    """Fresh tasks of ``prior`` drawn from ``seed``, and the generator, advanced past them,
+    that the attacks continue."""
+    generator = torch.Generator().manual_seed(seed)
+    return prior.sample(n_tasks, n_ctx, n_qry, generator=generator), generator
+
+
+def replay_tasks(prior: Any, report: RobustnessReport) -> tuple[Batch, torch.Generator]:
+    """The tasks ``report`` attacked, and the generator past its `attack_seed` (for plots).
+
+    Raises:
+        ValueError: the report records no seed.
+    """
+    if report.seed is None:
+        raise ValueError("the report records no seed; make it with run_attack to plot it")
+    batch, generator = seeded_tasks(prior, report.n_tasks, report.n_ctx, report.n_qry, report.seed)
+    attack_seed(generator)  # the report's attacks drew this seed; continue after it
+    return batch, generator
 
 
 @contextlib.contextmanager
