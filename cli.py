@@ -304,9 +304,9 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reference",
         help="validator: a name in pfnkit.validation.VALIDATORS (gp-exact, gp-nuts, bnn-nuts, "
-        "dt-exact, dt-nuts), or exact / nuts: the card's own target against its exact oracle "
-        "or against pyro NUTS (e.g. nuts on a gp-exact card runs gp-nuts). Default: the "
-        "card's reference",
+        "dt-exact, dt-nuts, tp-exact), or exact / nuts: the card's own target against its "
+        "exact oracle or against pyro NUTS (e.g. nuts on a gp-exact card runs gp-nuts). "
+        "Default: the card's reference",
     )
     p.add_argument(
         "--tasks",

@@ -1,10 +1,10 @@
 """Validation of checkpoints against exact inference: `validate()` and the `VALIDATORS` registry.
 
 One module per (target, oracle) pair (`gp_exact`, `gp_nuts`, `bnn_nuts`, `dt_exact`,
-`dt_nuts`), each registering one `Validator` in `registry.py`; `tables.py` builds the rich
-tables and `plots.py` draws the figures. A checkpoint's card names the validator that checks
-it (``card["reference"]``, written at pretrain time from the TOML's ``[card]``); `validate`
-looks it up, so a new validator is one module plus one `register_validator` call (and its
+`dt_nuts`, `tp_exact`), each registering one `Validator` in `registry.py`; `tables.py` builds
+the rich tables and `plots.py` draws the figures. A checkpoint's card names the validator that
+checks it (``card["reference"]``, written at pretrain time from the TOML's ``[card]``);
+`validate` looks it up, so a new validator is one module plus one `register_validator` call (and its
 module name in `_MODULES` below).
 """
 
@@ -34,7 +34,7 @@ __all__ = [
     "validate",
 ]
 
-_MODULES = ("gp_exact", "gp_nuts", "bnn_nuts", "dt_exact", "dt_nuts")
+_MODULES = ("gp_exact", "gp_nuts", "bnn_nuts", "dt_exact", "dt_nuts", "tp_exact")
 for _module in _MODULES:  # each module registers its validator on import
     importlib.import_module(f"pfnkit.validation.{_module}")
 

@@ -86,14 +86,16 @@ def plot_gp_bands(
     return paths
 
 
-def plot_nll_by_size(report: Mapping[str, Any], path: str | Path) -> Path:
-    """PNG of PFN and exact-GP NLL per query point against the context size (gp-exact)."""
+def plot_nll_by_size(
+    report: Mapping[str, Any], path: str | Path, *, reference_label: str = "exact GP"
+) -> Path:
+    """PNG of PFN and exact NLL per query point against the context size (gp-, tp-exact)."""
     plt = pyplot()
 
     rows = report["sizes"]
     sizes = [s["n_ctx"] for s in rows]
     fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(10, 4))
-    ax.plot(sizes, [s["exact_nll"] for s in rows], "o-", label="exact GP")
+    ax.plot(sizes, [s["exact_nll"] for s in rows], "o-", label=reference_label)
     ax.plot(sizes, [s["pfn_nll"] for s in rows], "s--", label=f"PFN ({report['checkpoint']})")
     ax.set(xscale="log", xlabel="context points", ylabel="NLL per query point (nats)")
     ax.legend()

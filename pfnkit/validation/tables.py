@@ -20,6 +20,7 @@ __all__ = [
     "dt_nuts_tables",
     "gp_exact_tables",
     "gp_nuts_tables",
+    "tp_exact_tables",
 ]
 
 
@@ -60,11 +61,11 @@ def _percentages(coverage: Mapping[Any, float]) -> str:
     return "/".join(f"{100 * coverage[level]:.1f}" for level in levels)
 
 
-def gp_exact_tables(report: Mapping[str, Any]) -> list[Table]:
-    """Per context size: PFN and exact-GP NLL, their gap, coverage and time; then the checks."""
+def _exact_sizes_table(report: Mapping[str, Any], oracle: str) -> Table:
+    """Per context size: PFN and `oracle` NLL, their gap, coverage and time."""
     sizes = report["sizes"]
     table = _table(
-        f"{report['checkpoint']} vs exact GP ({sizes[0]['n_tasks']} tasks per size; "
+        f"{report['checkpoint']} vs {oracle} ({sizes[0]['n_tasks']} tasks per size; "
         "NLL in nats per query point)",
         ("n_ctx", "PFN NLL", "exact NLL", "gap", "PFN cov 50/90/95", "exact cov 50/90/95",
          "PFN ms/task", "exact ms/task"),
@@ -75,7 +76,17 @@ def gp_exact_tables(report: Mapping[str, Any]) -> list[Table]:
             _percentages(s["pfn_coverage"]), _percentages(s["exact_coverage"]),
             f"{1e3 * s['pfn_seconds_per_task']:.2f}", f"{1e3 * s['exact_seconds_per_task']:.2f}",
         )  # fmt: skip
-    return [table, checks_table(report)]
+    return table
+
+
+def gp_exact_tables(report: Mapping[str, Any]) -> list[Table]:
+    """Per context size: PFN and exact-GP NLL, their gap, coverage and time; then the checks."""
+    return [_exact_sizes_table(report, "exact GP"), checks_table(report)]
+
+
+def tp_exact_tables(report: Mapping[str, Any]) -> list[Table]:
+    """As `gp_exact_tables`, against the exact Student-t predictive; then the checks."""
+    return [_exact_sizes_table(report, "exact Student-t"), checks_table(report)]
 
 
 def _gp_nuts_caption(report: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ from sklearn.gaussian_process import kernels as sk
 
 import priors
 from pfnkit.data import Batch
+from pfnkit.validation import VALIDATORS
 from priors.nngp import NNGPKernelConfig, nngp_kernel_matrix
 from priors.student_t import StudentTPrior, StudentTPriorConfig
 from tests.conftest import FLOAT64_ATOL, STANDARD_ERRORS
@@ -208,4 +209,4 @@ def test_tp_rbf_toml_is_the_issue_prior_with_the_gp_rbf_recipe() -> None:
     gp_rbf = tomllib.loads((ROOT / "examples/configs/gp_rbf.toml").read_text())
     assert config["model"] == gp_rbf["model"] and config["train"] == gp_rbf["train"]
     assert cli._model_config(prior, config["model"]).num_features == 1
-    assert "reference" not in config["card"]  # the tp-exact validator is pending
+    assert config["card"]["reference"] == "tp-exact" and "tp-exact" in VALIDATORS
