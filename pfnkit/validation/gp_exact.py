@@ -9,21 +9,20 @@ per context size, and gates the mean and the worst per-size NLL gap on the card'
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
+from torch.distributions import Distribution
 
 from pfnkit.data import Batch, GPRegressionPrior, Prior
-from pfnkit.metrics import interval_coverage, mean_or_none, nll
+from pfnkit.metrics import mean_or_none
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 from pfnkit.report import Check, Report
+from pfnkit.validation.per_size import SizeResult, score_sizes, size_figures
 from pfnkit.validation.plots import plot_gp_bands, plot_nll_by_size
 from pfnkit.validation.registry import ValidationOptions, register_validator
 from pfnkit.validation.tables import gp_exact_tables
@@ -42,26 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-LEVELS = (0.5, 0.9, 0.95)
-
-
-@dataclass(frozen=True)
-class SizeResult:
-    """PFN and exact-GP scores at one context size (per query point, averaged over tasks)."""
-
-    n_ctx: int
-    n_tasks: int
-    pfn_nll: float
-    exact_nll: float
-    pfn_coverage: dict[float, float]
-    exact_coverage: dict[float, float]
-    pfn_seconds_per_task: float
-    exact_seconds_per_task: float
-
-    @property
-    def gap(self) -> float:
-        return self.pfn_nll - self.exact_nll
 
 
 @dataclass(frozen=True)
@@ -88,64 +67,19 @@ class GPValidationReport(Report):
         ]
 
     def figures(self) -> dict[str, Any]:
-        sizes = []
-        for s in self.sizes:
-            entry = dataclasses.asdict(s)
-            entry["gap"] = s.gap
-            sizes.append(entry)
         return {
             "checkpoint": self.checkpoint,
-            "sizes": sizes,
+            "sizes": size_figures(self.sizes),
             "mean_gap": self.mean_gap,
             "max_gap": self.max_gap,
         }
 
 
-def _exact_hyperparameters(prior: GPRegressionPrior, task: Batch) -> GPHyperparameters:
-    return GPHyperparameters(**prior.gp_hyperparameters(task))
-
-
-def _score_size(
-    model: nn.Module, batch: Batch, prior: GPRegressionPrior
-) -> tuple[float, float, dict, dict, float, float]:
-    pfn_nlls, exact_nlls, pfn_cov, exact_cov = [], [], [], []
-    pfn_time = exact_time = 0.0
-    for i in range(batch.batch_size):
-        task = batch.task(i)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            dist = model.predict_from_cache(
-                model.encode_context(task.x_ctx, task.y_ctx), task.x_qry
-            )
-        pfn_time += time.perf_counter() - start
-        y = task.y_qry
-        pfn_nlls.append(float(nll(dist, y)))
-        pfn_cov.append(interval_coverage(dist, y, LEVELS))
-
-        start = time.perf_counter()
-        exact = exact_gp_predictive(
-            task.x_ctx[0].double(),
-            task.y_ctx[0].double(),
-            task.x_qry[0].double(),
-            _exact_hyperparameters(prior, task),
-        ).to_distribution()
-        exact_time += time.perf_counter() - start
-        y64 = y[0].double()
-        exact_nlls.append(float(nll(exact, y64)))
-        exact_cov.append(interval_coverage(exact, y64, LEVELS))
-    n = batch.batch_size
-
-    def average(covs: list[dict]) -> dict[float, float]:
-        return {level: mean_or_none([c[level] for c in covs]) for level in LEVELS}
-
-    return (
-        mean_or_none(pfn_nlls),
-        mean_or_none(exact_nlls),
-        average(pfn_cov),
-        average(exact_cov),
-        pfn_time / n,
-        exact_time / n,
-    )
+def _exact_predictive(prior: GPRegressionPrior, task: Batch) -> Distribution:
+    """The exact GP at the task's own hyperparameters, float64."""
+    hyper = GPHyperparameters(**prior.gp_hyperparameters(task))
+    x_ctx, y_ctx, x_qry = task.x_ctx[0].double(), task.y_ctx[0].double(), task.x_qry[0].double()
+    return exact_gp_predictive(x_ctx, y_ctx, x_qry, hyper).to_distribution()
 
 
 def validate_against_exact_gp(
@@ -166,18 +100,10 @@ def validate_against_exact_gp(
     streams); the prior names each task's GP (`GPRegressionPrior.gp_hyperparameters`). Each
     task is run on its own, so times are per task (fit + predict).
     """
-    generator = torch.Generator().manual_seed(seed)
-    model = model.eval()
-    sizes = []
-    iterator: Any = n_ctx_sizes
-    if progress:
-        from rich.progress import track
-
-        iterator = track(n_ctx_sizes, description="validating context sizes")
-    for n_ctx in iterator:
-        batch = prior.sample(n_tasks, n_ctx, n_qry, generator=generator)
-        scores = _score_size(model, batch, prior)
-        sizes.append(SizeResult(n_ctx, n_tasks, *scores))
+    sizes = score_sizes(
+        model, prior, lambda task: _exact_predictive(prior, task), n_ctx_sizes=n_ctx_sizes,
+        n_tasks=n_tasks, n_qry=n_qry, seed=seed, progress=progress,
+    )  # fmt: skip
     return GPValidationReport(checkpoint=checkpoint, sizes=sizes, tolerances=dict(tolerances or {}))
 
 

@@ -13,22 +13,20 @@ per-size deviation of the PFN's 90% central-interval coverage from 0.90
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
 from scipy import stats
 from torch import Tensor, nn
 from torch.distributions import StudentT
 
 from pfnkit.data import Batch, Prior
-from pfnkit.metrics import interval_coverage, mean_or_none, nll
+from pfnkit.metrics import mean_or_none
 from pfnkit.reference.student_t import student_t_predictive
 from pfnkit.report import Check, Report
+from pfnkit.validation.per_size import SizeResult, score_sizes, size_figures
 from pfnkit.validation.plots import plot_nll_by_size
 from pfnkit.validation.registry import ValidationOptions, register_validator
 from pfnkit.validation.tables import tp_exact_tables
@@ -48,7 +46,6 @@ __all__ = [
     "validate_against_exact_student_t",
 ]
 
-LEVELS = (0.5, 0.9, 0.95)
 COVERAGE_LEVEL = 0.9  # the level of the gated coverage check
 
 
@@ -65,27 +62,12 @@ class StudentTProcessPrior(Prior, Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class TPSizeResult:
-    """PFN and exact Student-t scores at one context size (per query point, averaged over tasks)."""
+TPSizeResult = SizeResult  # the per-size scores are the same as gp-exact's
 
-    n_ctx: int
-    n_tasks: int
-    pfn_nll: float
-    exact_nll: float
-    pfn_coverage: dict[float, float]
-    exact_coverage: dict[float, float]
-    pfn_seconds_per_task: float
-    exact_seconds_per_task: float
 
-    @property
-    def gap(self) -> float:
-        return self.pfn_nll - self.exact_nll
-
-    @property
-    def coverage90_error(self) -> float:
-        """|PFN 90% central-interval coverage − 0.90|."""
-        return abs(self.pfn_coverage[COVERAGE_LEVEL] - COVERAGE_LEVEL)
+def coverage90_error(size: SizeResult) -> float:
+    """|PFN 90% central-interval coverage − 0.90| at one context size."""
+    return abs(size.pfn_coverage[COVERAGE_LEVEL] - COVERAGE_LEVEL)
 
 
 @dataclass(frozen=True)
@@ -106,7 +88,7 @@ class TPValidationReport(Report):
 
     @property
     def coverage90_error_max(self) -> float | None:
-        return max((s.coverage90_error for s in self.sizes), default=None)
+        return max((coverage90_error(s) for s in self.sizes), default=None)
 
     def checks(self) -> list[Check]:
         """Mean NLL gap and worst 90%-coverage error; a tolerance the card lacks is not gated."""
@@ -120,15 +102,9 @@ class TPValidationReport(Report):
         ]
 
     def figures(self) -> dict[str, Any]:
-        sizes = []
-        for s in self.sizes:
-            entry = dataclasses.asdict(s)
-            entry["gap"] = s.gap
-            entry["coverage90_error"] = s.coverage90_error
-            sizes.append(entry)
         return {
             "checkpoint": self.checkpoint,
-            "sizes": sizes,
+            "sizes": size_figures(self.sizes, coverage90_error=coverage90_error),
             "mean_gap": self.mean_gap,
             "max_gap": self.max_gap,
             "coverage90_error_max": self.coverage90_error_max,
@@ -171,44 +147,6 @@ def _exact_predictive(prior: StudentTProcessPrior, task: Batch) -> StudentT:
     )
 
 
-def _score_size(
-    model: nn.Module, batch: Batch, prior: StudentTProcessPrior
-) -> tuple[float, float, dict, dict, float, float]:
-    pfn_nlls, exact_nlls, pfn_cov, exact_cov = [], [], [], []
-    pfn_time = exact_time = 0.0
-    for i in range(batch.batch_size):
-        task = batch.task(i)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            dist = model.predict_from_cache(
-                model.encode_context(task.x_ctx, task.y_ctx), task.x_qry
-            )
-        pfn_time += time.perf_counter() - start
-        y = task.y_qry
-        pfn_nlls.append(float(nll(dist, y)))
-        pfn_cov.append(interval_coverage(dist, y, LEVELS))
-
-        start = time.perf_counter()
-        exact = _exact_predictive(prior, task)
-        exact_time += time.perf_counter() - start
-        y64 = y.double()
-        exact_nlls.append(float(nll(exact, y64)))
-        exact_cov.append(exact_student_t_coverage(exact, y64, LEVELS))
-    n = batch.batch_size
-
-    def average(covs: list[dict]) -> dict[float, float]:
-        return {level: mean_or_none([c[level] for c in covs]) for level in LEVELS}
-
-    return (
-        mean_or_none(pfn_nlls),
-        mean_or_none(exact_nlls),
-        average(pfn_cov),
-        average(exact_cov),
-        pfn_time / n,
-        exact_time / n,
-    )
-
-
 def validate_against_exact_student_t(
     model: nn.Module,
     prior: StudentTProcessPrior,
@@ -226,18 +164,11 @@ def validate_against_exact_student_t(
     Tasks come from `prior` with a generator seeded by `seed` (distinct from training's
     streams). Each task is run on its own, so times are per task (fit + predict).
     """
-    generator = torch.Generator().manual_seed(seed)
-    model = model.eval()
-    sizes = []
-    iterator: Any = n_ctx_sizes
-    if progress:
-        from rich.progress import track
-
-        iterator = track(n_ctx_sizes, description="validating context sizes")
-    for n_ctx in iterator:
-        batch = prior.sample(n_tasks, n_ctx, n_qry, generator=generator)
-        scores = _score_size(model, batch, prior)
-        sizes.append(TPSizeResult(n_ctx, n_tasks, *scores))
+    sizes = score_sizes(
+        model, prior, lambda task: _exact_predictive(prior, task),
+        exact_coverage=exact_student_t_coverage, n_ctx_sizes=n_ctx_sizes, n_tasks=n_tasks,
+        n_qry=n_qry, seed=seed, progress=progress,
+    )  # fmt: skip
     return TPValidationReport(checkpoint=checkpoint, sizes=sizes, tolerances=dict(tolerances or {}))
 
 

@@ -9,7 +9,8 @@ from torch import nn
 from pfnkit.checkpoint import Checkpoint
 from pfnkit.metrics import interval_coverage
 from pfnkit.validation import ValidationOptions, validate
-from pfnkit.validation.tp_exact import LEVELS, exact_student_t_coverage
+from pfnkit.validation.per_size import LEVELS
+from pfnkit.validation.tp_exact import exact_student_t_coverage
 from priors.gp import GPPrior
 from tests.validation.test_validators_contract import StudentTWithQuantiles
 
