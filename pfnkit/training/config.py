@@ -47,6 +47,9 @@ class TrainConfig:
         fisher_samples: model samples per query point in the penalty's estimate.
         init_from: checkpoint name or path whose weights (and bar borders) training
             starts from instead of a fresh initialisation; "" = fresh.
+        init_borders: after `init_from`, where a regression PFN's bar borders come from:
+            "parent" keeps the parent's, "prior" draws them anew from this prior (for a
+            prior whose targets spread wider or narrower than the parent's).
     """
 
     steps: int = 1000
@@ -74,6 +77,7 @@ class TrainConfig:
     fisher_weight: float = 0.0
     fisher_samples: int = 2
     init_from: str = ""
+    init_borders: str = "parent"
 
     def __post_init__(self) -> None:
         if not 0 <= self.n_ctx_min <= self.n_ctx_max or self.n_ctx_max < 1:
@@ -100,6 +104,10 @@ class TrainConfig:
             )
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be >= 0 (0 = no cap), got {self.max_minutes}")
+        if self.init_borders not in ("parent", "prior"):
+            raise ValueError(
+                f'init_borders must be "parent" or "prior", got {self.init_borders!r}'
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -98,7 +98,9 @@ def initial_model(
 
     A regression PFN's bar borders come from prior targets. With `train_config.init_from`, it is
     that checkpoint's model instead (fine-tuning), which must have exactly
-    `model_config`; pass the loaded checkpoint as `parent` to skip loading it again. The
+    `model_config`; pass the loaded checkpoint as `parent` to skip loading it again.
+    `train_config.init_borders = "prior"` then replaces the parent's bar borders with this
+    prior's (the network's weights are kept). The
     global RNG is forked, so the caller's random state is left untouched.
     """
     if train_config.init_from:
@@ -108,6 +110,8 @@ def initial_model(
                 f"init_from={train_config.init_from!r} has model config {model.config}, "
                 f"but training asks for {model_config}; use the parent's [model] section"
             )
+        if train_config.init_borders == "prior" and not model_config.is_classifier:
+            model.borders.copy_(prior_borders(prior, model_config, train_config))
         return model.train()
     if isinstance(model_config, DTConfig):
         with torch.random.fork_rng(devices=[]):

@@ -189,7 +189,7 @@ def test_wiring_sizes_and_card_mapping() -> None:
         prior.card_data_mapping({**mapping, "pad_rescale": "sqrt"})
 
 
-def test_tp_rbf_toml_is_the_issue_prior_with_the_gp_rbf_recipe() -> None:
+def test_tp_rbf_toml_is_the_issue_prior_fine_tuned_from_gp_rbf() -> None:
     import cli
 
     config = cli.load_config(str(ROOT / "examples/configs/tp_rbf.toml"), [])
@@ -207,6 +207,7 @@ def test_tp_rbf_toml_is_the_issue_prior_with_the_gp_rbf_recipe() -> None:
         x_high=1.0,
     )
     gp_rbf = tomllib.loads((ROOT / "examples/configs/gp_rbf.toml").read_text())
-    assert config["model"] == gp_rbf["model"] and config["train"] == gp_rbf["train"]
+    assert config["model"] == gp_rbf["model"]
+    assert config["train"]["init_from"] == "gp-rbf" and config["train"]["init_borders"] == "prior"
     assert cli._model_config(prior, config["model"]).num_features == 1
     assert config["card"]["reference"] == "tp-exact" and "tp-exact" in VALIDATORS

@@ -178,6 +178,29 @@ def test_init_from_starts_at_the_parent_and_checks_the_config(tmp_path: Path) ->
         initial_model(other, GPPrior(), _tiny_train(1, init_from=str(tmp_path / "parent")))
 
 
+def test_init_borders_prior_keeps_the_weights_and_takes_the_new_priors_borders(
+    tmp_path: Path,
+) -> None:
+    from pfnkit.checkpoint import save_checkpoint
+
+    parent = initial_model(TINY_MODEL, GPPrior(), _tiny_train(1, seed=3))
+    save_checkpoint(
+        tmp_path / "parent", parent, prior_name="gp", prior_config={}, train_config={},
+        command="test",
+    )  # fmt: skip
+    wide = GPPrior(GPPriorConfig(outputscale=25.0))
+    config = _tiny_train(1, init_from=str(tmp_path / "parent"), init_borders="prior")
+    child = initial_model(TINY_MODEL, wide, config)
+    fresh = initial_model(TINY_MODEL, wide, _tiny_train(1))  # borders drawn from `wide` alone
+    torch.testing.assert_close(child.borders, fresh.borders, atol=0, rtol=0)
+    assert float(child.borders[-1]) > 3.0 * float(parent.borders[-1])  # outputscale 25: 5x wider
+    for name, a in parent.state_dict().items():
+        if name != "borders":
+            torch.testing.assert_close(a, child.state_dict()[name], atol=0, rtol=0, msg=name)
+    with pytest.raises(ValueError, match="init_borders"):
+        _tiny_train(1, init_borders="fresh")
+
+
 def test_fine_tune_loads_its_parent_once_and_records_it(tmp_path: Path, monkeypatch) -> None:
     from pfnkit.checkpoint import load_checkpoint, save_checkpoint
 
