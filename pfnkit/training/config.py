@@ -105,9 +105,7 @@ class TrainConfig:
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be >= 0 (0 = no cap), got {self.max_minutes}")
         if self.init_borders not in ("parent", "prior"):
-            raise ValueError(
-                f'init_borders must be "parent" or "prior", got {self.init_borders!r}'
-            )
+            raise ValueError(f'init_borders must be "parent" or "prior", got {self.init_borders!r}')
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
