@@ -7,6 +7,8 @@ from typing import Any
 from priors.bnn import BNNPrior, BNNPriorConfig
 from priors.gmm import GMMPrior, GMMPriorConfig
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
+from priors.learning_curves import FreezeThawPrior, FreezeThawPriorConfig
+from priors.learning_curves_parametric import ParametricCurvePrior, ParametricCurvePriorConfig
 from priors.scm import SCMPrior, SCMPriorConfig
 from priors.student_t import StudentTPrior, StudentTPriorConfig
 
@@ -14,10 +16,14 @@ __all__ = [
     "REGISTRY",
     "BNNPrior",
     "BNNPriorConfig",
+    "FreezeThawPrior",
+    "FreezeThawPriorConfig",
     "GMMPrior",
     "GMMPriorConfig",
     "GPPrior",
     "GPPriorConfig",
+    "ParametricCurvePrior",
+    "ParametricCurvePriorConfig",
     "Hyperprior",
     "SCMPrior",
     "SCMPriorConfig",
@@ -33,6 +39,8 @@ REGISTRY: dict[str, tuple[type, type]] = {
     "bnn": (BNNPrior, BNNPriorConfig),
     "scm": (SCMPrior, SCMPriorConfig),
     "tp": (StudentTPrior, StudentTPriorConfig),
+    "freeze-thaw": (FreezeThawPrior, FreezeThawPriorConfig),
+    "lc-parametric": (ParametricCurvePrior, ParametricCurvePriorConfig),
 }
 
 

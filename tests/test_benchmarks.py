@@ -197,3 +197,46 @@ def test_tabular_regression_scores_do_not_depend_on_the_units_of_y(monkeypatch) 
         train = cell_scaled.splits[0][0]
         expected = scaled["nll_raw"] - np.log(cell_scaled.y[train].std())
         assert abs(scaled["nll"] - expected) <= TABULAR_FLOAT_TOLERANCE
+
+
+# benchmarks/lc_data.py: real learning curves for the freeze-thaw lookup benchmark.
+LC_TABLE_MAX_BYTES = 2_000_000  # the shipped table stays small enough for the repository
+
+
+def _lc_data(monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("lc_data")
+
+
+def _check_lookup(benchmarks: dict, n_configs: dict[str, int], epochs: int) -> None:
+    import numpy as np
+
+    assert sorted(benchmarks) == sorted(n_configs)
+    for name, bench in benchmarks.items():
+        assert bench.errors.shape == (n_configs[name], epochs)
+        assert bench.configs.shape == (n_configs[name], 4 if name.endswith("-mlp") else 3)
+        for values in (bench.configs, bench.errors):
+            assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+
+
+def test_lc_data_smoke_and_same_seed_same_table(monkeypatch, tmp_path: Path) -> None:
+    lc_data = _lc_data(monkeypatch)
+    out = tmp_path / "curves.csv.gz"
+    command = [sys.executable, str(ROOT / "benchmarks/lc_data.py"), "--smoke", "--out", str(out)]
+    subprocess.run(command, check=True, timeout=300, capture_output=True, cwd=ROOT)
+    names = [f"{d}-{m}" for d in lc_data.DATASETS for m in ("mlp", "sgd")]
+    _check_lookup(lc_data.load_learning_curves(out), dict.fromkeys(names, 3), 3)
+    first, again = (lc_data.generate(["wine"], 2, 0, max_configs=2) for _ in range(2))
+    assert first.equals(again)
+    refused = subprocess.run([*command[:3]], capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2 and "--smoke needs --out" in refused.stderr
+
+
+def test_lc_data_shipped_table(monkeypatch) -> None:
+    lc_data = _lc_data(monkeypatch)
+    assert lc_data.DEFAULT_OUT.stat().st_size <= LC_TABLE_MAX_BYTES
+    sizes = {"mlp": len(lc_data.mlp_configs()), "sgd": len(lc_data.sgd_configs())}
+    expected = {f"{d}-{m}": n for d in lc_data.DATASETS for m, n in sizes.items()}
+    _check_lookup(lc_data.load_learning_curves(), expected, 50)

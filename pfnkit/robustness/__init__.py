@@ -14,7 +14,7 @@ The layers underneath, each usable alone:
   the KL objectives.
 - `report`: `RobustnessReport` and the runners that attack a model and its oracle.
 - `tables`, `plots`: rich tables (returned, not printed) and PNGs.
-- `gp_exact`, `dt_exact`: the registered attacks.
+- `gp_exact`, `dt_exact`, `tp_exact`: the registered attacks.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = [
     "tables",
 ]
 
-_MODULES = ("gp_exact", "dt_exact")
+_MODULES = ("gp_exact", "dt_exact", "tp_exact")
 for _module in _MODULES:  # each module registers its attack on import
     importlib.import_module(f"pfnkit.robustness.{_module}")
 

@@ -1,7 +1,8 @@
 """Plots of one attacked task: clean against attacked data and predictions, model beside exact.
 
-- `plot_attacked_task`: a 1-D GP task; predictive mean and 90% band of the PFN and of the
-  exact GP, before and after each one's own worst-case context perturbation.
+- `plot_attacked_task`: a 1-D task; predictive mean and 90% band of the PFN and of an
+  `ExactPredictive` (the exact GP, the exact Student-t process, ...), before and after each
+  one's own worst-case context perturbation.
 - `plot_attacked_posterior`: a 2-D posterior over θ; contours of the model's and of the
   exact posterior, before and after each one's own worst-case observation perturbation.
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +20,39 @@ from torch import Tensor, nn
 from pfnkit.data import Batch
 from pfnkit.figures import ContourPanel, plot_posterior_contours, pyplot, save_figure
 from pfnkit.mixtures import mixture_task
-from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 from pfnkit.robustness.attacks import (
     ContextAttack,
+    Predictor,
     attack_context,
     attack_observations,
-    exact_gp_predictor,
 )
 from pfnkit.robustness.pgd import AttackConfig
 from pfnkit.robustness.report import attack_seed
 
-__all__ = ["plot_attacked_posterior", "plot_attacked_task"]
+__all__ = ["Band", "BandFn", "ExactPredictive", "plot_attacked_posterior", "plot_attacked_task"]
 
 GRID_POINTS = 300  # points of the x grid the predictive bands are drawn on
 
-Band = tuple[Tensor, Tensor, Tensor]  # predictive mean, 5% and 95% quantiles on a grid
+Band = tuple[Tensor, Tensor, Tensor]
+"""Predictive mean (or location), 5% and 95% quantiles on a grid, each (G,)."""
+
+BandFn = Callable[[Tensor, Tensor, Tensor], Band]
+"""``(x_ctx_1ND, y_ctx_1N, grid_G) -> Band``: one task's predictive band on a 1-D grid."""
+
+
+@dataclass(frozen=True)
+class ExactPredictive:
+    """An exact predictive that context attacks compare a PFN with, and how to draw it.
+
+    Attributes:
+        name: its panel's title, e.g. "exact GP".
+        predict: the differentiable `Predictor` the attack perturbs the context of (float64).
+        band: its mean and 90% band on a grid, for the plots.
+    """
+
+    name: str
+    predict: Predictor
+    band: BandFn
 
 
 def _pfn_band(model: nn.Module, x_ctx_BND: Tensor, y_ctx_BN: Tensor, grid_G: Tensor) -> Band:
@@ -40,15 +60,6 @@ def _pfn_band(model: nn.Module, x_ctx_BND: Tensor, y_ctx_BN: Tensor, grid_G: Ten
         dist = model(x_ctx_BND, y_ctx_BN, grid_G.to(x_ctx_BND.dtype).reshape(1, -1, 1))
         q_G2 = dist.quantiles([0.05, 0.95])[0]
     return dist.mean[0], q_G2[:, 0], q_G2[:, 1]
-
-
-def _exact_band(
-    hyper: GPHyperparameters, x_ctx_BND: Tensor, y_ctx_BN: Tensor, grid_G: Tensor
-) -> Band:
-    with torch.no_grad():
-        pred = exact_gp_predictive(x_ctx_BND[0], y_ctx_BN[0], grid_G.reshape(-1, 1), hyper)
-        low, high = pred.interval(0.9)
-    return pred.mean, low, high
 
 
 def _draw_panel(
@@ -73,7 +84,7 @@ def _draw_panel(
 def plot_attacked_task(
     model: nn.Module,
     task: Batch,
-    hyper: GPHyperparameters,
+    exact: ExactPredictive,
     path: str | Path,
     *,
     eps: float,
@@ -82,7 +93,7 @@ def plot_attacked_task(
     generator: torch.Generator,
     x_range: tuple[float, float] | None = None,
 ) -> Path:
-    """PNG of one 1-D task attacked at radius ``eps``: the PFN (left), the exact GP (right).
+    """PNG of one 1-D task attacked at radius ``eps``: the PFN (left), ``exact`` (right).
 
     Each panel shows the clean and the attacked context, and the predictive mean and 90%
     band before and after that predictor's own worst-case perturbation. The attacks run
@@ -102,8 +113,7 @@ def plot_attacked_task(
     panels = (
         ("PFN", model, next(model.parameters()).dtype,
          lambda x, y: _pfn_band(model, x, y, grid_G)),
-        ("exact GP", exact_gp_predictor(hyper), torch.float64,
-         lambda x, y: _exact_band(hyper, x, y, grid_G)),
+        (exact.name, exact.predict, torch.float64, lambda x, y: exact.band(x, y, grid_G)),
     )  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, (name, predictor, dtype, band) in zip(axes, panels, strict=True):

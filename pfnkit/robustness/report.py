@@ -6,10 +6,13 @@ robustness ratio, model worst-case KL over exact worst-case KL at the same ε, s
 more (> 1) or less (< 1) the amortized model can be moved than the Bayes-optimal predictor
 (Glöckler, Deistler & Macke, arXiv 2305.14984).
 
-- `robustness_report`: a PFN and the exact GP at fixed hyperparameters, attacking the
-  context (`pfnkit.robustness.attacks.attack_context`).
+- `robustness_report`: a PFN and an exact predictive (`exact_gp_predictor` for the GP at
+  fixed hyperparameters, the exact Student-t process, ...), attacking the context
+  (`pfnkit.robustness.attacks.attack_context`).
 - `posterior_robustness_report`: a posterior estimator over θ and the exact posterior,
   attacking the observations (`pfnkit.robustness.attacks.attack_observations`).
+
+Both run the same comparison: one attack path per predictor, from the same random starts.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ from torch import Tensor, nn
 
 from pfnkit.data import Batch
 from pfnkit.metrics import mean_or_none
-from pfnkit.reference.exact_gp import GPHyperparameters
 from pfnkit.report import Check, Report
-from pfnkit.robustness.attacks import attack_context, attack_observations, exact_gp_predictor
+from pfnkit.robustness.attacks import Predictor, attack_context, attack_observations
 from pfnkit.robustness.pgd import AttackConfig
 
 __all__ = [
@@ -203,17 +205,41 @@ def _progress_ticks(enabled: bool, total: int) -> Iterator[Callable[[], None] | 
         yield lambda: progress.advance(task)
 
 
-def _results(model_kl_EB: list[Tensor], exact_kl_EB: list[Tensor], eps: list[float]) -> tuple:
+_AttackPath = Callable[[Any, torch.Generator, Callable[[], None] | None], Sequence[Any]]
+"""``(member, generator, on_eval) -> attacks``: the attack path of one member of a
+comparison (model or exact), one result per radius, each with ``eps`` and ``kl_B``."""
+
+
+def _compare(
+    attack_path: _AttackPath,
+    model: Any,
+    exact: Any,
+    *,
+    eps: Sequence[float],
+    config: AttackConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: bool,
+) -> tuple[EpsRobustness, ...]:
+    """Per-radius KL of ``model`` and ``exact`` (whatever ``attack_path`` attacks), each
+    attacked from the same starts: one `attack_seed` drawn from ``generator`` seeds both."""
+    seed = attack_seed(generator)
+    total = 2 * sum(config.n_evaluations(float(e)) for e in eps)
+    with _progress_ticks(progress, total) as tick:
+        model_path, exact_path = (
+            attack_path(member, torch.Generator(device).manual_seed(seed), tick)
+            for member in (model, exact)
+        )
     return tuple(
-        EpsRobustness(e, tuple(m.tolist()), tuple(x.tolist()))
-        for e, m, x in zip(eps, model_kl_EB, exact_kl_EB, strict=True)
+        EpsRobustness(m.eps, tuple(m.kl_B.tolist()), tuple(x.kl_B.tolist()))
+        for m, x in zip(model_path, exact_path, strict=True)
     )
 
 
 def robustness_report(
     model: nn.Module,
     batch: Batch,
-    hyper: GPHyperparameters,
+    exact: Predictor,
     *,
     eps: Sequence[float],
     target: str = "y",
@@ -222,7 +248,7 @@ def robustness_report(
     checkpoint: str = "",
     progress: bool = False,
 ) -> RobustnessReport:
-    """Attack the PFN and the exact GP on the same tasks at every radius; compare.
+    """Attack the PFN and an exact predictive on the same tasks at every radius; compare.
 
     Both attacks start from the same random points (one `attack_seed` drawn from
     ``generator``), so they differ only in the predictor.
@@ -230,39 +256,47 @@ def robustness_report(
     Args:
         model: a PFN (any module with ``forward(x_ctx, y_ctx, x_qry) -> BarDistribution``).
         batch: the tasks; the caller draws them, e.g. from the checkpoint's prior.
-        hyper: the fixed GP hyperparameters the tasks were drawn with.
+        exact: the exact predictive the tasks call for, run in float64, e.g.
+            ``exact_gp_predictor(hyper)`` at the GP hyperparameters the tasks were drawn
+            with, or ``pfnkit.robustness.tp_exact.exact_student_t_predictor(prior)``.
         eps: non-decreasing radii, in units of each task's data std.
         target: "y", "x" or "xy".
         config: attack settings.
         generator: source of the random starts.
         checkpoint: name recorded in the report.
         progress: show a rich progress bar.
+
+    Raises:
+        TypeError: ``exact`` is not a predictor (e.g. bare GP hyperparameters).
     """
+    if not callable(exact):
+        raise TypeError(
+            f"exact must be a predictor (x_ctx, y_ctx, x_qry) -> Distribution, got a "
+            f"{type(exact).__name__}; for a GP pass exact_gp_predictor(hyper)"
+        )
     config = config or AttackConfig()
     model = model.eval()
-    seed = attack_seed(generator)
-    total = 2 * sum(config.n_evaluations(float(e)) for e in eps)
     dtype = next(model.parameters()).dtype
-    kls = []
-    with _progress_ticks(progress, total) as tick:
-        for predictor, cast in ((model, dtype), (exact_gp_predictor(hyper), torch.float64)):
-            attacks = attack_context(
-                predictor,
-                *(t.to(cast) for t in (batch.x_ctx, batch.y_ctx, batch.x_qry)),
-                eps,
-                target=target,
-                config=config,
-                generator=torch.Generator(batch.x_ctx.device).manual_seed(seed),
-                on_eval=tick,
-            )
-            kls.append([a.kl_B for a in attacks])
+
+    def attack_path(
+        member: tuple[Predictor, torch.dtype], gen: torch.Generator, tick: Callable[[], None] | None
+    ) -> Any:
+        predictor, cast = member  # the model in its own dtype, exact inference in float64
+        return attack_context(
+            predictor, *(t.to(cast) for t in (batch.x_ctx, batch.y_ctx, batch.x_qry)), eps,
+            target=target, config=config, generator=gen, on_eval=tick,
+        )  # fmt: skip
+
+    results = _compare(attack_path, (model, dtype), (exact, torch.float64), eps=eps,
+                       config=config, generator=generator, device=batch.x_ctx.device,
+                       progress=progress)  # fmt: skip
     return RobustnessReport(
         checkpoint=checkpoint,
         target=target,
         attack=config.to_dict(),
         n_ctx=batch.n_ctx,
         n_qry=batch.n_qry,
-        results=_results(*kls, [a.eps for a in attacks]),
+        results=results,
     )
 
 
@@ -293,26 +327,18 @@ def posterior_robustness_report(
         progress: show a rich progress bar.
     """
     config = config or AttackConfig()
-    seed = attack_seed(generator)
-    total = 2 * sum(config.n_evaluations(float(e)) for e in eps)
-    kls = []
-    with _progress_ticks(progress, total) as tick:
-        for fn in (posterior_fn, exact_fn):
-            attacks = attack_observations(
-                fn,
-                obs_BND,
-                eps,
-                config=config,
-                n_samples=n_samples,
-                generator=torch.Generator(obs_BND.device).manual_seed(seed),
-                on_eval=tick,
-            )
-            kls.append([a.kl_B for a in attacks])
+
+    def attack_path(fn: Any, gen: torch.Generator, tick: Callable[[], None] | None) -> Any:
+        return attack_observations(fn, obs_BND, eps, config=config, n_samples=n_samples,
+                                   generator=gen, on_eval=tick)  # fmt: skip
+
+    results = _compare(attack_path, posterior_fn, exact_fn, eps=eps, config=config,
+                       generator=generator, device=obs_BND.device, progress=progress)  # fmt: skip
     return RobustnessReport(
         checkpoint=checkpoint,
         target="observations",
         attack=config.to_dict(),
         n_ctx=obs_BND.shape[1],
         n_qry=0,
-        results=_results(*kls, [a.eps for a in attacks]),
+        results=results,
     )

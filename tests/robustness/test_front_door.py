@@ -29,6 +29,7 @@ from priors.gmm import GMMPrior, GMMPriorConfig
 from priors.gp import GPPrior, GPPriorConfig, Hyperprior
 from tests.conftest import FLOAT64_ATOL
 from tests.helpers import make_tiny_dt
+from tests.robustness.test_tp_exact import tp_stand_in
 
 OPTIONS = RobustnessOptions(eps=(0.0, 0.1, 0.3), tasks=3, n_ctx=6, n_qry=5,
                             attack=AttackConfig(steps=3), seed=0)  # fmt: skip
@@ -74,6 +75,7 @@ def _dt_stand_in() -> tuple[Checkpoint, Any]:
 STAND_INS: dict[str, Callable[[], tuple[Checkpoint, Any]]] = {
     "gp-exact": _gp_stand_in,
     "dt-exact": _dt_stand_in,
+    "tp-exact": tp_stand_in,
 }
 
 
