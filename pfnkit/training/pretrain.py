@@ -138,7 +138,8 @@ def _training_summary(
     if parent is not None:
         training = parent.card["training"]
         record["init_from"] = {"name": parent.name, "sha256": parent.card["sha256"], **training}
-        record["total_train_minutes"] = record["train_minutes"] + training.get("train_minutes", 0.0)
+        parent_total = training.get("total_train_minutes", training.get("train_minutes", 0.0))
+        record["total_train_minutes"] = record["train_minutes"] + parent_total
     return record
 
 

@@ -222,6 +222,16 @@ def test_fine_tune_loads_its_parent_once_and_records_it(tmp_path: Path, monkeypa
                                     "train_minutes": 1.5}  # fmt: skip
     assert summary["total_train_minutes"] == summary["train_minutes"] + 1.5
 
+    grandchild = initial_model(TINY_MODEL, GPPrior(), _tiny_train(1, seed=4))
+    save_checkpoint(
+        tmp_path / "child", grandchild, prior_name="gp", prior_config={}, train_config={},
+        command="test", training=summary,
+    )  # fmt: skip
+    config = _tiny_train(2, init_from=str(tmp_path / "child"))
+    again = pretrain(TINY_MODEL, GPPrior(), config, run_dir=tmp_path / "run2").summary
+    # a chain of fine-tunes sums every generation's minutes, not only the parent's own
+    assert again["total_train_minutes"] == again["train_minutes"] + summary["total_train_minutes"]
+
 
 class _Records(logging.Handler):
     def __init__(self) -> None:
