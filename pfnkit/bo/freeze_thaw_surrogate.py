@@ -26,11 +26,12 @@ __all__ = [
     "log_ei",
 ]
 
-# The defaults of `priors.learning_curves.FreezeThawPriorConfig` (validation-error-like
-# curves in [0, 1]), written out here because pfnkit never imports priors.
+# The defaults of `priors.learning_curves.FreezeThawPriorConfig` (fitted to real
+# validation-error curves, benchmarks/lc_fit.py), written out here because pfnkit never
+# imports priors; tests/bo/test_freeze_thaw_optimizer.py checks that the two agree.
 DEFAULT_FREEZE_THAW_HYPERPARAMETERS = FreezeThawHyperparameters(
-    mean=0.4, lengthscale=0.5, outputscale=0.01, curve_scale=0.02, alpha=1.0, beta=0.1,
-    noise=1e-4, kernel="matern52",
+    mean=0.15, lengthscale=0.7, outputscale=0.015, curve_scale=0.25, alpha=2.5, beta=0.4,
+    noise=1e-3, kernel="matern52", amplitude_mean=0.3, amplitude_var=0.08,
 )  # fmt: skip
 
 

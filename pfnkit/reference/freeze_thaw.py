@@ -4,29 +4,36 @@ The model of Swersky, Snoek & Adams, "Freeze-Thaw Bayesian Optimization" (arXiv 
 configurations x have asymptotes f(x) ~ GP(μ, σ_f² k_x) (a stationary kernel), and the
 curve of configuration x at epoch fraction s ∈ (0, 1] is
 
-    y_x(s) = f(x) + g_x(s) + ε,   g_x ~ GP(0, σ_g² k_t),   ε ~ N(0, σ_n²),
+    y_x(s) = f(x) + a_x φ(s) + g_x(s) + ε,   g_x ~ GP(0, σ_g² k_t),   ε ~ N(0, σ_n²),
 
 with an independent g_x per configuration and the paper's exponential-decay kernel
 
     k_t(s, s') = ∫₀^∞ e^{-λs} e^{-λs'} Gamma(λ | α, β) dλ = β^α / (s + s' + β)^α,
 
 a mixture of decaying exponentials, so k_t(s, s) → 0 and every curve converges to its
-asymptote. Jointly, y is a GP over (x, s) with kernel σ_f² k_x(x, x') + δ_{x=x'} σ_g² k_t(s, s')
-plus noise. Inputs are (N, D + 1) rows: D configuration features and, last, the epoch
-fraction s; two rows belong to the same curve when their configuration features are equal.
+asymptote. The term a_x φ(s), with φ(s) = (β / (s + β))^α = E[e^{-λs}] the expected decay
+and a per-curve amplitude a_x ~ N(m_a, s_a²), is an addition to the paper: with m_a > 0 a
+curve starts above its asymptote and falls towards it, as validation errors do, which the
+zero-mean g_x alone cannot express (m_a = s_a² = 0 is the paper's model). It keeps the
+model Gaussian: the curve's mean is μ + m_a φ(s) and its kernel gains s_a² φ(s) φ(s').
+Jointly, y is a GP over (x, s) with mean μ + m_a φ(s) and kernel
+σ_f² k_x(x, x') + δ_{x=x'} (σ_g² k_t(s, s') + s_a² φ(s) φ(s')) plus noise. Inputs are
+(N, D + 1) rows: D configuration features and, last, the epoch fraction s; two rows belong
+to the same curve when their configuration features are equal.
 
 The solve follows the paper's block structure (its Section 3 and appendix) instead of
-factorising the N × N joint covariance. With Ω_c = σ_g² k_t(s_c, s_c) + σ_n² I for the
-T_c observations of curve c, each curve is equivalent, as evidence about its asymptote, to
+factorising the N × N joint covariance. With Ω_c = σ_g² k_t(s_c, s_c) + s_a² φφᵀ + σ_n² I
+for the T_c observations of curve c, each curve is equivalent, as evidence about its asymptote, to
 one pseudo-observation z_c = 1ᵀΩ_c⁻¹y_c / λ_c of f_c with noise variance 1/λ_c, where
 λ_c = 1ᵀΩ_c⁻¹1. So f | y is an ordinary GP posterior with heteroscedastic noise, costing
 O(C³ + Σ_c T_c³) for C curves, and a later epoch s* of an observed curve c has
 
     E[y*]   = a m_c + k_*ᵀ Ω_c⁻¹ y_c,                a = 1 − k_*ᵀ Ω_c⁻¹ 1,
-    Var[y*] = σ_g² k_t(s*, s*) − k_*ᵀ Ω_c⁻¹ k_* + a² v_c (+ σ_n²),
+    Var[y*] = k(s*, s*) − k_*ᵀ Ω_c⁻¹ k_* + a² v_c (+ σ_n²),
 
-with (m_c, v_c) the posterior mean and variance of f_c; an unseen configuration gets
-f's posterior plus the prior of its curve. Everything runs in float64.
+with y_c and y* taken relative to the curve mean m_a φ(s), k the curve kernel
+σ_g² k_t + s_a² φφ, and (m_c, v_c) the posterior mean and variance of f_c; an unseen
+configuration gets f's posterior plus the prior of its curve. Everything runs in float64.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from pfnkit.reference.exact_gp_posterior import GaussianPredictive
 __all__ = [
     "FREEZE_THAW_KERNELS",
     "FreezeThawHyperparameters",
+    "curve_mean",
+    "decay_basis",
     "epoch_kernel",
     "freeze_thaw_log_marginal_likelihood",
     "freeze_thaw_predictive",
@@ -56,6 +65,7 @@ FREEZE_THAW_KERNELS = ("rbf", "matern12", "matern32", "matern52")
 _MATERN_NU = {"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
 _DTYPE = torch.float64
 _POSITIVE = ("outputscale", "curve_scale", "alpha", "beta", "noise")
+_AMPLITUDE = ("amplitude_mean", "amplitude_var")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +81,8 @@ class FreezeThawHyperparameters:
         beta: rate β of that Gamma mixture, in epoch-fraction units.
         noise: σ_n², the observation noise variance.
         kernel: k_x, one of "rbf", "matern12", "matern32", "matern52".
+        amplitude_mean: m_a, prior mean of a curve's amplitude a_x along φ(s) (0: the paper).
+        amplitude_var: s_a² >= 0, prior variance of that amplitude (0: the paper).
     """
 
     mean: float
@@ -81,6 +93,8 @@ class FreezeThawHyperparameters:
     beta: float
     noise: float
     kernel: str = "matern52"
+    amplitude_mean: float = 0.0
+    amplitude_var: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kernel not in FREEZE_THAW_KERNELS:
@@ -98,10 +112,15 @@ class FreezeThawHyperparameters:
                     f"{name} must be finite{'' if name == 'mean' else ' and positive'}, got {value}"
                 )
             object.__setattr__(self, name, value)
+        for name in _AMPLITUDE:
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or (name == "amplitude_var" and value < 0):
+                raise ValueError(f"{name} must be finite (and the variance >= 0), got {value}")
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (lists and floats) for JSON."""
-        data = {name: getattr(self, name) for name in ("mean", *_POSITIVE, "kernel")}
+        data = {name: getattr(self, name) for name in ("mean", *_POSITIVE, *_AMPLITUDE, "kernel")}
         return {**data, "lengthscale": self.lengthscale.tolist()}
 
     @classmethod
@@ -128,9 +147,22 @@ def config_kernel(x1_ND: Tensor, x2_MD: Tensor, hyper: FreezeThawHyperparameters
     return hyper.outputscale * k_NM
 
 
+def decay_basis(s: Tensor, hyper: FreezeThawHyperparameters) -> Tensor:
+    """φ(s) = (β / (s + β))^α = E[e^{-λs}] for λ ~ Gamma(α, β), elementwise."""
+    return (hyper.beta / (s + hyper.beta)) ** hyper.alpha
+
+
 def epoch_kernel(s1: Tensor, s2: Tensor, hyper: FreezeThawHyperparameters) -> Tensor:
-    """σ_g² β^α / (s1 + s2 + β)^α, elementwise over broadcast epoch fractions."""
-    return hyper.curve_scale * (hyper.beta / (s1 + s2 + hyper.beta)) ** hyper.alpha
+    """σ_g² β^α / (s1 + s2 + β)^α + s_a² φ(s1) φ(s2), elementwise over broadcast fractions."""
+    decay = hyper.curve_scale * (hyper.beta / (s1 + s2 + hyper.beta)) ** hyper.alpha
+    if hyper.amplitude_var == 0:
+        return decay
+    return decay + hyper.amplitude_var * decay_basis(s1, hyper) * decay_basis(s2, hyper)
+
+
+def curve_mean(s: Tensor, hyper: FreezeThawHyperparameters) -> Tensor:
+    """m_a φ(s): a curve's prior mean relative to its asymptote, elementwise."""
+    return hyper.amplitude_mean * decay_basis(s, hyper)
 
 
 @dataclass(frozen=True)
@@ -198,7 +230,8 @@ def _fit(x_ctx_NE: Tensor, y_ctx_N: Tensor, hyper: FreezeThawHyperparameters) ->
             f"y_ctx must have shape ({x_ctx_NE.shape[0]},), got {tuple(y_ctx_N.shape)}"
         )
     check_finite("y_ctx", y_ctx_N)
-    curves = _group(x_ctx_NE, y_ctx_N.to(_DTYPE))
+    y_rel_N = y_ctx_N.to(_DTYPE) - curve_mean(x_ctx_NE[:, -1], hyper)
+    curves = _group(x_ctx_NE, y_rel_N)
     mask_CT = curves.mask_CT.to(_DTYPE)
     pair_CTT = mask_CT[:, :, None] * mask_CT[:, None, :]
     k_CTT = epoch_kernel(curves.s_CT[:, :, None], curves.s_CT[:, None, :], hyper) * pair_CTT
@@ -247,6 +280,7 @@ def _predict(
         mean_M[q] = shrink_Q * f_mean_M[q] + (k_QT * fit.omega_y_CT[c]).sum(-1)
         curve_var_Q = epoch_kernel(s_M[q], s_M[q], hyper) - (k_QT * w_QT).sum(-1)
         var_M[q] = curve_var_Q.clamp_min(0.0) + shrink_Q**2 * f_var_M[q]
+    mean_M = mean_M + curve_mean(s_M, hyper)
     if observed:
         var_M = var_M + hyper.noise
     return GaussianPredictive(mean=mean_M, variance=var_M)

@@ -34,7 +34,15 @@ __all__ = [
     "validate",
 ]
 
-_MODULES = ("gp_exact", "gp_nuts", "bnn_nuts", "dt_exact", "dt_nuts", "tp_exact")
+_MODULES = (
+    "gp_exact",
+    "gp_nuts",
+    "bnn_nuts",
+    "dt_exact",
+    "dt_nuts",
+    "tp_exact",
+    "freeze_thaw_exact",
+)
 for _module in _MODULES:  # each module registers its validator on import
     importlib.import_module(f"pfnkit.validation.{_module}")
 

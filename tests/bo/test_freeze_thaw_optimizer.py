@@ -21,7 +21,7 @@ from pfnkit.bo.freeze_thaw_surrogate import (
     FreezeThawSurrogate,
     log_ei,
 )
-from pfnkit.reference.freeze_thaw import freeze_thaw_predictive
+from pfnkit.reference.freeze_thaw import FreezeThawHyperparameters, freeze_thaw_predictive
 from tests.conftest import FLOAT64_ATOL
 
 N_CONFIGS, MAX_EPOCH = 12, 10
@@ -156,3 +156,19 @@ def test_exact_surrogate_is_the_reference_and_log_ei_is_scipys() -> None:
     u = (tau - mu) / sigma
     expected = np.log(sigma * stats.norm.pdf(u) + (tau - mu) * stats.norm.cdf(u))
     np.testing.assert_allclose(log_ei(dist, tau).numpy(), expected, rtol=LOG_EI_RTOL)
+
+
+def test_default_surrogate_is_the_prior_default() -> None:
+    """pfnkit cannot import priors, so the surrogate's defaults are a copy: they must agree."""
+    import priors
+
+    prior = priors.make_prior("freeze-thaw")
+    task = prior.sample(1, 3, 2, generator=torch.Generator().manual_seed(0))
+    drawn = FreezeThawHyperparameters(**prior.freeze_thaw_hyperparameters(task)).to_dict()
+    expected = DEFAULT_FREEZE_THAW_HYPERPARAMETERS.to_dict()
+    assert drawn.keys() == expected.keys()
+    for name, value in expected.items():
+        if name == "lengthscale":  # one shared value here, one per feature in the prior's draw
+            assert drawn[name] == pytest.approx(value * len(drawn[name]), rel=1e-6)
+        else:
+            assert drawn[name] == (value if name == "kernel" else pytest.approx(value, rel=1e-6))

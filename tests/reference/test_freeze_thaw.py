@@ -8,6 +8,8 @@ marginal likelihood with scipy. It shares no code with `pfnkit.reference.freeze_
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,29 @@ HYPERS = [
         noise=1e-3,
         kernel="matern12",
     ),  # fmt: skip
+    FreezeThawHyperparameters(
+        mean=0.1,
+        lengthscale=0.4,
+        outputscale=0.02,
+        curve_scale=0.01,
+        alpha=1.0,
+        beta=0.05,
+        noise=1e-4,
+        amplitude_mean=0.6,
+        amplitude_var=0.09,
+    ),  # fmt: skip
+    FreezeThawHyperparameters(
+        mean=0.3,
+        lengthscale=[0.3, 0.6],
+        outputscale=0.1,
+        curve_scale=0.2,
+        alpha=2.0,
+        beta=0.3,
+        noise=1e-2,
+        kernel="matern32",
+        amplitude_mean=-0.4,
+        amplitude_var=0.5,
+    ),  # fmt: skip
 ]
 
 
@@ -67,13 +92,36 @@ def _sk_config_kernel(hyper: FreezeThawHyperparameters, d: int) -> sk.Kernel:
 
 
 def _dense_cov(a: np.ndarray, b: np.ndarray, hyper: FreezeThawHyperparameters) -> np.ndarray:
-    """σ_f² k_x(x, x') + [x = x'] σ_g² (β / (s + s' + β))^α for rows (config..., s)."""
+    """σ_f² k_x(x, x') + [x = x'] (σ_g² (β / (s + s' + β))^α + s_a² φ(s) φ(s')) for rows
+    (config..., s), with φ(s) = E[e^{-λs}] = ∫ e^{-λs} Gamma(λ | α, β) dλ by quadrature."""
     d = a.shape[1] - 1
     k_x = _sk_config_kernel(hyper, d)(a[:, :d], b[:, :d])
     same = np.all(a[:, None, :d] == b[None, :, :d], axis=-1)
     s_sum = a[:, None, d] + b[None, :, d]
     k_t = hyper.curve_scale * (hyper.beta / (s_sum + hyper.beta)) ** hyper.alpha
-    return k_x + same * k_t
+    amplitude = hyper.amplitude_var * np.outer(_basis(a[:, d], hyper), _basis(b[:, d], hyper))
+    return k_x + same * (k_t + amplitude)
+
+
+def _basis(s: np.ndarray, hyper: FreezeThawHyperparameters) -> np.ndarray:
+    """φ(s) = E[e^{-λs}] for λ ~ Gamma(α, rate β), by scipy quadrature (no closed form used)."""
+
+    if hyper.amplitude_mean == 0 and hyper.amplitude_var == 0:
+        return np.zeros(len(s))  # the paper's model: φ is never used
+    return np.array([_basis_at(hyper.alpha, hyper.beta, float(v)) for v in s])
+
+
+@functools.cache
+def _basis_at(alpha: float, beta: float, s: float) -> float:
+    from scipy import integrate
+
+    gamma = stats.gamma(a=alpha, scale=1.0 / beta)
+    integrand = lambda lam: np.exp(-lam * s) * gamma.pdf(lam)  # noqa: E731
+    return integrate.quad(integrand, 0, np.inf, epsabs=0, epsrel=1e-12)[0]
+
+
+def _dense_mean(rows: np.ndarray, hyper: FreezeThawHyperparameters) -> np.ndarray:
+    return hyper.mean + hyper.amplitude_mean * _basis(rows[:, -1], hyper)
 
 
 def _task(seed: int, d: int, n_configs: int = 6, max_epoch: int = 12) -> tuple[np.ndarray, ...]:
@@ -96,7 +144,7 @@ def _dense_predictive(ctx, y, qry, hyper, observed=True) -> tuple[np.ndarray, np
     k_cc = _dense_cov(ctx, ctx, hyper) + hyper.noise * np.eye(len(ctx))
     k_qc = _dense_cov(qry, ctx, hyper)
     k_qq = np.diag(_dense_cov(qry, qry, hyper)) + (hyper.noise if observed else 0.0)
-    mean = hyper.mean + k_qc @ np.linalg.solve(k_cc, y - hyper.mean)
+    mean = _dense_mean(qry, hyper) + k_qc @ np.linalg.solve(k_cc, y - _dense_mean(ctx, hyper))
     var = k_qq - np.einsum("mn,nm->m", k_qc, np.linalg.solve(k_cc, k_qc.T))
     return mean, var
 
@@ -123,7 +171,7 @@ def test_log_marginal_likelihood_matches_scipy(index: int) -> None:
     d = hyper.lengthscale.numel() if hyper.lengthscale.numel() > 1 else 2
     ctx, y, _ = _task(10 + index, d)
     cov = _dense_cov(ctx, ctx, hyper) + hyper.noise * np.eye(len(ctx))
-    expected = stats.multivariate_normal(np.full(len(ctx), hyper.mean), cov).logpdf(y)
+    expected = stats.multivariate_normal(_dense_mean(ctx, hyper), cov).logpdf(y)
     got = float(freeze_thaw_log_marginal_likelihood(_t(ctx), _t(y), hyper))
     assert got == pytest.approx(expected, rel=DENSE_RTOL)
 
@@ -209,5 +257,9 @@ def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         FreezeThawHyperparameters(mean=0.0, lengthscale=0.5, outputscale=1.0, curve_scale=1.0,
                                   alpha=-1.0, beta=1.0, noise=0.1)  # fmt: skip
-    round_trip = FreezeThawHyperparameters.from_dict(HYPERS[1].to_dict())
-    assert round_trip.to_dict() == HYPERS[1].to_dict()
+    with pytest.raises(ValueError, match="amplitude_var"):
+        FreezeThawHyperparameters(mean=0.0, lengthscale=0.5, outputscale=1.0, curve_scale=1.0,
+                                  alpha=1.0, beta=1.0, noise=0.1, amplitude_var=-0.1)  # fmt: skip
+    for hyper in (HYPERS[1], HYPERS[3]):
+        round_trip = FreezeThawHyperparameters.from_dict(hyper.to_dict())
+        assert round_trip.to_dict() == hyper.to_dict()

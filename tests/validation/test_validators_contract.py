@@ -299,6 +299,13 @@ def _tp_exact_case() -> Setup:
     return Setup(prior, card, TPStandIn(prior), TPStandIn(prior, blind=True), options)
 
 
+def _freeze_thaw_exact_case() -> Setup:
+    """A small freeze-thaw prior (the fitted defaults); stand-ins condition densely."""
+    from tests.validation.test_validate_freeze_thaw_exact import contract_parts
+
+    return Setup(*contract_parts())
+
+
 CASES: dict[str, Case] = {
     "gp-exact": Case(_gp_exact_case),
     "gp-nuts": Case(_gp_nuts_case, slow=True),
@@ -306,6 +313,7 @@ CASES: dict[str, Case] = {
     "dt-exact": Case(_dt_exact_case, slow=True),  # sbi's C2STs: about 30 s
     "dt-nuts": Case(_dt_nuts_case, slow=True),  # NUTS and C2ST: about 35 s
     "tp-exact": Case(_tp_exact_case),
+    "freeze-thaw-exact": Case(_freeze_thaw_exact_case),
 }
 
 

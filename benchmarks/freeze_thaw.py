@@ -1,0 +1,120 @@
+"""Freeze-thaw BO against Hyperband and random search on the real learning-curve lookup table.
+
+Side by side in one run, on every (dataset, model) table of benchmarks/data (built by
+benchmarks/lc_data.py; see freeze_thaw_methods.py for the methods and what an epoch
+costs, freeze_thaw_report.py for the regret and its area):
+
+* freeze-thaw: `pfnkit.bo.FreezeThaw` on the exact freeze-thaw GP at the prior's default
+  hyperparameters (fitted to these tables, see benchmarks/lc_fit.py), or on the PFN of
+  ``--checkpoint`` when given;
+* hyperband: Optuna's HyperbandPruner over uniformly drawn configurations;
+* random: random configurations, each trained to the last epoch.
+
+Every method gets the same budget of epochs (``--budget`` full runs' worth, × T) and the
+same seeds. Printed per table and method: the area under the regret curve (mean regret
+over the budget) ± its standard error over seeds, the final regret, and the surrogate's
+seconds per decision.
+
+    OMP_NUM_THREADS=1 python benchmarks/freeze_thaw.py --seeds 10 --budget 10 \\
+        --json ft.json --markdown --plot ft.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from freeze_thaw_methods import METHODS, PFNFreezeThawSurrogate, run_method
+from freeze_thaw_report import markdown_table, plot_regret, regret_curve, summarise
+from lc_data import LookupBenchmark, load_learning_curves
+
+SMOKE = {"benchmarks": ["wine-sgd", "digits-mlp"], "seeds": 2, "budget": 1}
+
+
+def _surrogate(checkpoint: str | None) -> PFNFreezeThawSurrogate | None:
+    if checkpoint is None:
+        return None
+    from pfnkit.checkpoint import load_checkpoint
+
+    return PFNFreezeThawSurrogate(load_checkpoint(checkpoint).model)
+
+
+def run_benchmark(
+    bench: LookupBenchmark, methods: list[str], seeds: int, budget: int, surrogate: Any = None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[float]]]:
+    """Regret curves per method (one per seed) and each method's seconds per decision."""
+    curves: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    seconds: dict[str, list[float]] = {}
+    for method in methods:
+        for seed in range(seeds):
+            trace = run_method(method, bench, seed, budget, surrogate)
+            curves[method].append(regret_curve(trace.incumbent, bench, budget))
+            if trace.decision_seconds:
+                seconds.setdefault(method, []).extend(trace.decision_seconds)
+    return curves, seconds
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmarks", nargs="+", default=None, help="table names (default all)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=10, help="budget in full runs (x T epochs)")
+    parser.add_argument("--checkpoint", default=None, help="a freeze-thaw PFN as the surrogate")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--plot", type=Path, default=None, help="write the regret curves here")
+    parser.add_argument("--smoke", action="store_true", help="2 tables, 2 seeds, budget 1")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.benchmarks = args.benchmarks or SMOKE["benchmarks"]
+        args.seeds, args.budget = SMOKE["seeds"], SMOKE["budget"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    tables = load_learning_curves()
+    names = args.benchmarks or sorted(tables)
+    unknown = sorted(set(names) - set(tables))
+    if unknown:
+        raise SystemExit(f"unknown tables {unknown}; choose from {sorted(tables)}")
+    surrogate = _surrogate(args.checkpoint)
+    start = time.perf_counter()
+    results: dict[str, Any] = {"config": {**{k: v for k, v in vars(args).items()
+                                               if k not in ("json", "plot")}},
+                               "benchmarks": {}}  # fmt: skip
+    all_curves = {}
+    for name in names:
+        bench = tables[name]
+        budget = args.budget * bench.max_epoch
+        curves, seconds = run_benchmark(bench, args.methods, args.seeds, budget, surrogate)
+        all_curves[name] = curves
+        results["benchmarks"][name] = {
+            "budget_epochs": budget,
+            "best_final_error": float(bench.errors[:, -1].min()),
+            "summary": summarise(curves, seconds),
+            "mean_regret_curve": {
+                m: np.mean(c, axis=0).round(6).tolist() for m, c in curves.items()
+            },
+        }
+        row = ", ".join(f"{m} {s['area']:.4f}±{s['area_stderr']:.4f}"
+                        for m, s in results["benchmarks"][name]["summary"].items())  # fmt: skip
+        print(f"{name} (budget {budget} epochs, area = mean regret): {row}", flush=True)
+    results["seconds"] = time.perf_counter() - start
+    print(f"{len(names)} tables x {args.seeds} seeds in {results['seconds']:.0f} s")
+    if args.markdown:
+        print(markdown_table(results))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.plot is not None:
+        plot_regret(results, all_curves, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""benchmarks/freeze_thaw.py: the smoke run end to end, and its pieces against loops by hand.
+
+Oracles: the random-search trace and the regret curve recomputed with plain loops over the
+lookup table; Hyperband's paid epochs recounted from Optuna's own trial records; the
+freeze-thaw run replayed through `FreezeThaw` by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import FLOAT64_ATOL
+from tests.helpers import load_script
+
+pytest.importorskip("optuna")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "freeze_thaw.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> dict:
+    """The benchmark's modules, imported as the script imports them."""
+    load_script(SCRIPT, "freeze_thaw_benchmark")
+    modules = ("freeze_thaw_methods", "freeze_thaw_report", "lc_data")
+    return {name: sys.modules[name] for name in modules}
+
+
+@pytest.fixture(scope="module")
+def table(bench: dict) -> Any:
+    return bench["lc_data"].load_learning_curves()["wine-sgd"]
+
+
+def test_smoke_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+    out, figure = tmp_path / "ft.json", tmp_path / "ft.png"
+    command = [sys.executable, str(SCRIPT), "--smoke", "--markdown", "--json", str(out),
+               "--plot", str(figure)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| mean area |" in done.stdout and "| ms per decision |" in done.stdout
+    results = json.loads(out.read_text())
+    for data in results["benchmarks"].values():
+        assert set(data["summary"]) == {"freeze-thaw", "hyperband", "random"}
+        for method, curve in data["mean_regret_curve"].items():
+            assert len(curve) == data["budget_epochs"]
+            assert np.all(np.diff(curve) <= FLOAT64_ATOL), method  # the incumbent only improves
+        assert data["summary"]["freeze-thaw"]["seconds_per_decision"] > 0
+    assert figure.stat().st_size > 0
+
+
+def test_random_search_and_regret_match_loops(bench: dict, table) -> None:
+    methods, report = bench["freeze_thaw_methods"], bench["freeze_thaw_report"]
+    budget = 2 * table.max_epoch + 7
+    trace = methods.run_random(table, seed=3, budget=budget)
+    order = np.random.default_rng(3).permutation(len(table.configs))
+    seen, best, expected = 0, np.inf, []
+    for i in order:
+        for t in range(table.max_epoch):
+            if seen == budget:
+                break
+            best = min(best, table.errors[i, t])
+            expected.append(best)
+            seen += 1
+    assert trace.incumbent == pytest.approx(expected, abs=FLOAT64_ATOL)
+    curve = report.regret_curve(trace.incumbent, table, budget + 5)  # pads with the last value
+    floor = min(row[-1] for row in table.errors)
+    assert curve == pytest.approx([*expected, *[expected[-1]] * 5] - floor, abs=FLOAT64_ATOL)
+    summary = report.summarise({"random": [curve, curve + 1]}, {})
+    assert summary["random"]["area"] == pytest.approx(curve.mean() + 0.5, abs=FLOAT64_ATOL)
+
+
+def test_hyperband_pays_for_every_epoch_it_reads(bench: dict, table) -> None:
+    """Paid epochs = the epochs each Optuna trial reported; the incumbent is their minimum."""
+    import optuna
+
+    methods = bench["freeze_thaw_methods"]
+    budget = 3 * table.max_epoch
+    studies = []
+    original = optuna.create_study
+
+    def recording(*args, **kwargs):
+        studies.append(original(*args, **kwargs))
+        return studies[-1]
+
+    optuna.create_study = recording
+    try:
+        trace = methods.run_hyperband(table, seed=1, budget=budget)
+    finally:
+        optuna.create_study = original
+    trials = studies[0].get_trials(deepcopy=False)
+    reported = [trial.intermediate_values for trial in trials]
+    assert sum(len(values) for values in reported) == budget == len(trace.incumbent)
+    assert any(trial.state == optuna.trial.TrialState.PRUNED for trial in trials)
+    lowest = min(v for values in reported for v in values.values())
+    assert trace.incumbent[-1] == pytest.approx(lowest, abs=FLOAT64_ATOL)
+    assert methods.run_hyperband(table, seed=1, budget=budget).incumbent == trace.incumbent
+
+
+def test_freeze_thaw_run_is_the_optimiser_replayed(bench: dict, table) -> None:
+    from pfnkit.bo import FreezeThaw
+
+    budget = 30
+    trace = bench["freeze_thaw_methods"].run_freeze_thaw(table, seed=5, budget=budget)
+    ft, best = FreezeThaw(table.configs, table.max_epoch, seed=5), []
+    while len(best) < budget:
+        i, epoch = ft.ask()
+        ft.tell(i, epoch, float(table.errors[i, epoch - 1]))
+        best.append(ft.best()[1])
+    assert trace.incumbent == pytest.approx(best, abs=FLOAT64_ATOL)
+    assert len(trace.decision_seconds) == budget
+
+
+def test_lc_fit_smoke_improves_on_its_start(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/lc_fit.py --smoke runs; its Nelder-Mead never ends above its start."""
+    fit = load_script(ROOT / "benchmarks" / "lc_fit.py", "lc_fit")
+    assert fit.main(["--smoke"]) == 0
+    assert "final-epoch NLL" in capsys.readouterr().out
+    tables = sys.modules["lc_data"].load_learning_curves()
+    designs = {"wine-sgd": [fit.design(tables["wine-sgd"], np.random.default_rng(0))]}
+    best = fit.fit(designs, fit.START, 15)
+    start_nll = fit.score(fit.unpack(np.array(fit.START)), designs)["wine-sgd"]
+    assert fit.score(fit.unpack(best), designs)["wine-sgd"] <= start_nll + FLOAT64_ATOL
