@@ -1,4 +1,4 @@
-"""pfnkit command line: pretrain, predict, validate, robustness. Wires priors to pfnkit."""
+"""pfnkit command line: pretrain, predict, validate, robustness, optimize; wires priors in."""
 
 from __future__ import annotations
 
@@ -243,12 +243,21 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def cmd_optimize(args: argparse.Namespace, argv: list[str]) -> int:
+    from rich.console import Console
+
+    from pfnkit.bo.command import optimize_from_args
+
+    Console().print(optimize_from_args(args))
+    return 0
+
+
 def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
     """The argument parser: one subcommand per library front door."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_pretrain, _add_predict, _add_validate, _add_robustness):
+    for add in (_add_pretrain, _add_predict, _add_validate, _add_robustness, _add_optimize):
         add(sub)
     return parser
 
@@ -371,6 +380,12 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plots", help="write a PNG of the worst-attacked task to this folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=cmd_robustness)
+
+
+def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    from pfnkit.bo.command import add_optimize_parser  # its options live beside their code
+
+    add_optimize_parser(sub).set_defaults(handler=cmd_optimize)
 
 
 def main(argv: list[str] | None = None, *, prog: str = "cli.py") -> int:

@@ -15,7 +15,7 @@ from pfnkit.checkpoint import load_checkpoint, sha256_of
 from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["pretrain", "predict", "validate", "robustness"]
+SUBCOMMANDS = ["pretrain", "predict", "validate", "robustness", "optimize"]
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[sub, "--help"] for sub in SUBCOMMANDS])

@@ -59,7 +59,12 @@ def test_the_fisher_regularised_checkpoint_moves_less_under_attack() -> None:
         gen = torch.Generator().manual_seed(7)
         batch = prior.sample(ROBUSTNESS_TASKS, 20, 50, generator=gen)
         report = robustness_report(
-            ckpt.model, batch, exact_gp_predictor(hyper), eps=[0.05], config=AttackConfig(steps=10), generator=gen
+            ckpt.model,
+            batch,
+            exact_gp_predictor(hyper),
+            eps=[0.05],
+            config=AttackConfig(steps=10),
+            generator=gen,
         )
         ratios[name] = report.results[0].ratio
     assert ratios["gp-rbf-robust"] < (1 - ROBUSTNESS_GAIN) * ratios["gp-rbf"], ratios

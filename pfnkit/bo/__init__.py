@@ -12,15 +12,18 @@ from pfnkit.bo.acquisitions import (
 )
 from pfnkit.bo.ask_tell import AskTellOptimizer, OptimizeResult, default_n_init
 from pfnkit.bo.box import Box
+from pfnkit.bo.freeze_thaw import FreezeThaw
 from pfnkit.bo.minimize import EvaluationError, minimize
-from pfnkit.bo.surrogate import PFNSurrogate
+from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT, PFNSurrogate
 
 __all__ = [
     "ACQUISITIONS",
+    "DEFAULT_CHECKPOINT",
     "AcquisitionOptimizerConfig",
     "AskTellOptimizer",
     "Box",
     "EvaluationError",
+    "FreezeThaw",
     "OptimizeResult",
     "PFNSurrogate",
     "default_n_init",

@@ -94,14 +94,19 @@ def _right_tail_shortfall(a: Tensor) -> Tensor:
 
 
 def _prepare(dist: BarDistribution, incumbent: float | Tensor) -> tuple[Tensor, Tensor]:
-    """The incumbent as (..., 1) in the borders' precision, and the (..., K) log-masses."""
+    """The incumbent as (..., 1) in the borders' precision, and the (..., K) log-masses.
+
+    The incumbent keeps its own shape (it is not expanded to the batch): the per-bucket
+    terms depend only on it and the borders, so one incumbent for all queries computes
+    them once, (1, K), and they broadcast against the masses.
+    """
     b = dist.borders
     tau = torch.as_tensor(incumbent, dtype=b.dtype, device=b.device)
     if not bool(torch.isfinite(tau).all()):
         raise ValueError(f"the incumbent must be finite, got {incumbent!r}")
     shape = torch.broadcast_shapes(tau.shape, dist.batch_shape)
     log_probs = dist.log_probs.expand(*shape, dist.n_bars)
-    return tau.expand(shape).unsqueeze(-1), log_probs
+    return tau.unsqueeze(-1), log_probs
 
 
 def _bucket_improvement(dist: BarDistribution, tau: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ import torch
 from pfnkit.bo.acqf_optim import AcquisitionOptimizerConfig, maximize_acquisition
 from pfnkit.bo.acquisitions import ACQUISITIONS
 from pfnkit.bo.box import Box
-from pfnkit.bo.surrogate import PFNSurrogate
+from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT, PFNSurrogate
 from pfnkit.checkpoint import Checkpoint
 
 __all__ = ["AskTellOptimizer", "OptimizeResult", "default_n_init"]
@@ -76,9 +76,9 @@ class AskTellOptimizer:
         acquisition: a key of `pfnkit.bo.ACQUISITIONS`: "ei" (expected improvement,
             climbed through its log), "log_ei" (the same), "pi" (probability of
             improvement) or "lcb" (the 10% predictive quantile, minimised).
-        checkpoint: regression PFN checkpoint (name, path or loaded). The default "gp" is
-            the general GP regressor with hyperpriors (1 to 10 standardized features);
-            the box maps onto standardized inputs as `PFNSurrogate` says.
+        checkpoint: regression PFN checkpoint (name, path or loaded). The default,
+            `pfnkit.bo.DEFAULT_CHECKPOINT`, is a GP regressor with hyperpriors on
+            standardized features; the box maps onto them as `PFNSurrogate` says.
         seed: seeds the design and the acquisition search; the same seed and the same
             told values give the same points.
         device: torch device of the surrogate.
@@ -95,7 +95,7 @@ class AskTellOptimizer:
         *,
         n_init: int | None = None,
         acquisition: str = "ei",
-        checkpoint: str | Path | Checkpoint = "gp",
+        checkpoint: str | Path | Checkpoint = DEFAULT_CHECKPOINT,
         seed: int = 0,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -159,6 +159,31 @@ class AskTellOptimizer:
         self._xs.append(stored)
         self._ys.append(value)
         self._ask_seconds.append(seconds)
+
+    def observe(self, xs: Sequence[Sequence[float]] | np.ndarray, ys: Sequence[float]) -> None:
+        """Record evaluations made without `ask` (an earlier run, a design of your own).
+
+        They join the history as if told, in the order given, and count towards the
+        initial design: once `n_init` points are known, `ask` proposes by the surrogate.
+
+        Raises:
+            ValueError: `xs` is not (n, d), a point lies outside the bounds, `ys` is not
+                (n,), or a value is not finite. Nothing is recorded then.
+        """
+        points = np.asarray(xs, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != self.box.dim:
+            raise ValueError(f"xs must have shape (n, {self.box.dim}), got {points.shape}")
+        values = np.asarray(ys, dtype=np.float64)
+        if values.shape != (points.shape[0],):
+            raise ValueError(f"ys must have shape ({points.shape[0]},), got {values.shape}")
+        outside = np.flatnonzero(((points < self.box.low) | (points > self.box.high)).any(axis=1))
+        if outside.size:
+            i = int(outside[0])
+            raise ValueError(f"xs[{i}] = {points[i].tolist()} lies outside the bounds")
+        checked = [_as_finite_value(y, x) for x, y in zip(points, values, strict=True)]
+        self._xs.extend(point.copy() for point in points)
+        self._ys.extend(checked)
+        self._ask_seconds.extend([0.0] * len(checked))
 
     def discard(self, x: Sequence[float] | np.ndarray) -> None:
         """Forget a pending point that could not be evaluated (say, `f` returned NaN)."""

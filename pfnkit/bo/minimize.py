@@ -12,6 +12,7 @@ import torch
 from pfnkit.bo.acqf_optim import AcquisitionOptimizerConfig
 from pfnkit.bo.ask_tell import AskTellOptimizer, OptimizeResult, default_n_init
 from pfnkit.bo.box import Box
+from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT
 from pfnkit.checkpoint import Checkpoint
 
 __all__ = ["EvaluationError", "minimize"]
@@ -41,7 +42,7 @@ def minimize(
     *,
     n_init: int | None = None,
     acquisition: str = "ei",
-    checkpoint: str | Path | Checkpoint = "gp",
+    checkpoint: str | Path | Checkpoint = DEFAULT_CHECKPOINT,
     seed: int = 0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -53,13 +54,10 @@ def minimize(
     `n_init` points of a scrambled Sobol design come first; every later point maximises
     the acquisition under the PFN's posterior predictive given all points so far
     (Müller et al., arXiv 2305.17535), found from many random starts refined by
-    gradients (`pfnkit.bo.maximize_acquisition`). Until a checkpoint trained on a BO
-    prior exists, the default surrogate is "gp", the general GP regressor with
-    hyperpriors trained on standardized inputs: the box is mapped onto the unit cube
-    and then to ``√12 (u - 1/2)``, the box's uniform distribution standardized (see
-    `PFNSurrogate`). The values are mapped, afresh at every step, to the standardized
-    normal scores of their ranks (`y_transform="rank"`, `pfnkit.bo.outputs`), which
-    keeps the differences between the lowest values visible to the surrogate.
+    gradients (`pfnkit.bo.maximize_acquisition`). The box maps onto the surrogate's
+    inputs as `PFNSurrogate` says; the values map, afresh at every step, to the
+    standardized normal scores of their ranks (`y_transform="rank"`, `pfnkit.bo.outputs`),
+    which keeps the differences between the lowest values visible to the surrogate.
 
     Args:
         f: the objective; called with a (d,) float64 array inside the bounds, returns
@@ -69,14 +67,12 @@ def minimize(
         n_init: initial-design size; when None, `default_n_init(d)` (d + 1, at least 2)
             capped at `n_evals`.
         acquisition: "ei" (default), "log_ei", "pi" or "lcb" (`AskTellOptimizer`).
-        checkpoint: regression PFN checkpoint (name, path or loaded).
+        checkpoint: regression PFN checkpoint (name, path or loaded); by default
+            `pfnkit.bo.DEFAULT_CHECKPOINT`.
         seed: the same seed gives the same trajectory.
-        device: torch device of the surrogate.
-        dtype: torch dtype of the surrogate's model.
-        y_transform: how values map into the surrogate's units (`pfnkit.bo.outputs`):
-            "rank" (default; the Gaussian copula), "power" (Yeo-Johnson) or
-            "standardize".
-        config: the acquisition search (`AcquisitionOptimizerConfig`).
+        device, dtype, y_transform, config: the surrogate's device and dtype, the map of
+            the values ("rank", "power" or "standardize") and the acquisition search
+            (`AcquisitionOptimizerConfig`), as in `AskTellOptimizer`.
 
     Returns:
         The history (`xs`, `ys`) and the best point (`x_best`, `y_best`).
@@ -87,28 +83,32 @@ def minimize(
         EvaluationError: `f` returned NaN, inf or a non-number; it names the point,
             and its `result` holds the history up to it (the point is not in it).
     """
+    n_init = _design_size(n_evals, n_init, Box.from_bounds(bounds).dim)
+    optimizer = AskTellOptimizer(bounds, n_init=n_init, acquisition=acquisition,
+                                 checkpoint=checkpoint, seed=seed, device=device, dtype=dtype,
+                                 y_transform=y_transform, config=config)  # fmt: skip
+    return _run(optimizer, f, int(n_evals))
+
+
+def _design_size(n_evals: int, n_init: int | None, dim: int) -> int:
+    """The initial-design size, checked against the budget."""
     if isinstance(n_evals, bool) or not isinstance(n_evals, numbers.Integral) or n_evals < 1:
         raise ValueError(f"n_evals must be a positive int, got {n_evals!r}")
-    box = Box.from_bounds(bounds)
     if n_init is None:
-        n_init = min(default_n_init(box.dim), int(n_evals))
-    elif n_evals < n_init:
+        return min(default_n_init(dim), int(n_evals))
+    if n_evals < n_init:
         raise ValueError(
             f"n_evals={n_evals} is below n_init={n_init}: the budget must cover the initial "
             "design; raise n_evals or lower n_init"
         )
-    optimizer = AskTellOptimizer(
-        bounds,
-        n_init=n_init,
-        acquisition=acquisition,
-        checkpoint=checkpoint,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        y_transform=y_transform,
-        config=config,
-    )
-    for i in range(int(n_evals)):
+    return n_init
+
+
+def _run(
+    optimizer: AskTellOptimizer, f: Callable[[np.ndarray], float], n_evals: int
+) -> OptimizeResult:
+    """Ask, evaluate and tell `n_evals` times; an `EvaluationError` at the first bad value."""
+    for i in range(n_evals):
         x = optimizer.ask()
         value = f(x.copy())
         try:

@@ -23,9 +23,15 @@ from pfnkit.distributions import BarDistribution
 from pfnkit.models import PFN
 from pfnkit.models.pfn import ContextCache
 
-__all__ = ["PFNSurrogate"]
+__all__ = ["DEFAULT_CHECKPOINT", "PFNSurrogate"]
 
 log = logging.getLogger(__name__)
+
+# The surrogate of `minimize`, `AskTellOptimizer` and `python cli.py optimize` when none is
+# named: "gp", the general GP regressor with hyperpriors (1 to 10 standardized features, up
+# to 128 observations). "gp-bo" (examples/configs/gp_bo.toml), fine-tuned from it on a BO
+# prior, reads the box the same way; switching is this one line.
+DEFAULT_CHECKPOINT = "gp"
 
 _SQRT12 = math.sqrt(12.0)  # 1 / std of U(0, 1)
 
@@ -36,8 +42,8 @@ class PFNSurrogate:
     Inputs. The box is mapped affinely onto the unit cube ``u ∈ [0, 1]^d``, and the
     model reads, as its card's ``data_mapping["x"]`` declares:
 
-    * ``"standardize"`` (the default checkpoint "gp", trained on standardized
-      features): ``√12 (u - 1/2)``, the box's uniform distribution standardized to mean
+    * ``"standardize"`` (the general-purpose "gp", trained on standardized features,
+      and "gp-bo"): ``√12 (u - 1/2)``, the box's uniform distribution standardized to mean
       0 and variance 1 per coordinate, so the box maps to ``[-√3, √3]^d``. The map is
       fixed by the box, not by the points observed, so it does not move as points are
       added. With ``data_mapping["features"] == "pad"`` the d coordinates are then
@@ -70,7 +76,7 @@ class PFNSurrogate:
     def __init__(
         self,
         box: Box | np.ndarray | list,
-        checkpoint: str | Path | Checkpoint = "gp",
+        checkpoint: str | Path | Checkpoint = DEFAULT_CHECKPOINT,
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -204,10 +210,13 @@ class PFNSurrogate:
             )
         batch = u.shape[:-1]
         x_1MD = self.model_inputs(u.reshape(1, -1, self.box.dim)).to(self.device, self.dtype)
-        dist = self.model.predict_from_cache(self.cache, x_1MD, chunk_size=self.query_chunk_size)
+        # no argument validation: the acquisition optimiser treats non-finite scores itself
+        dist = self.model.predict_from_cache(
+            self.cache, x_1MD, chunk_size=self.query_chunk_size, validate_args=False
+        )
         logits = dist.logits.reshape(*batch, -1) / self.softmax_temperature
         # float64 borders, so that the acquisitions compute in float64
-        return BarDistribution(dist.borders.double(), logits)
+        return BarDistribution(dist.borders.double(), logits, validate_args=False)
 
     def posterior(self, x: Tensor) -> BarDistribution:
         """Predictive at points `x` (..., d) of the box, in `transform_y` units; differentiable."""
