@@ -106,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be >= 0 (0 = no cap), got {self.max_minutes}")
         if self.init_borders not in ("parent", "prior"):
             raise ValueError(f'init_borders must be "parent" or "prior", got {self.init_borders!r}')
+        if self.init_borders == "prior" and not self.init_from:
+            raise ValueError('init_borders = "prior" replaces a parent\'s borders: set init_from')
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -110,7 +110,12 @@ def initial_model(
                 f"init_from={train_config.init_from!r} has model config {model.config}, "
                 f"but training asks for {model_config}; use the parent's [model] section"
             )
-        if train_config.init_borders == "prior" and not model_config.is_classifier:
+        if train_config.init_borders == "prior":
+            if not isinstance(model_config, PFNConfig) or model_config.is_classifier:
+                raise ValueError(
+                    f'init_borders = "prior" needs a regression PFN parent; '
+                    f"{train_config.init_from!r} has no bar borders"
+                )
             model.borders.copy_(prior_borders(prior, model_config, train_config))
         return model.train()
     if isinstance(model_config, DTConfig):

@@ -199,6 +199,19 @@ def test_init_borders_prior_keeps_the_weights_and_takes_the_new_priors_borders(
             torch.testing.assert_close(a, child.state_dict()[name], atol=0, rtol=0, msg=name)
     with pytest.raises(ValueError, match="init_borders"):
         _tiny_train(1, init_borders="fresh")
+    with pytest.raises(ValueError, match="set init_from"):
+        _tiny_train(1, init_borders="prior")
+    classifier = PFNConfig(num_features=1, d_model=32, n_heads=4, n_layers=1, d_ff=64, n_classes=2)
+    save_checkpoint(
+        tmp_path / "clf", initial_model(classifier, GPPrior(), _tiny_train(1)), prior_name="gp",
+        prior_config={}, train_config={}, command="test",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="regression PFN parent"):
+        initial_model(
+            classifier,
+            GPPrior(),
+            _tiny_train(1, init_from=str(tmp_path / "clf"), init_borders="prior"),
+        )
 
 
 def test_fine_tune_loads_its_parent_once_and_records_it(tmp_path: Path, monkeypatch) -> None:
