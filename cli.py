@@ -243,12 +243,22 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- optimize
 def cmd_optimize(args: argparse.Namespace, argv: list[str]) -> int:
+    """Minimise the named function (`pfnkit.bo.command.optimize_command`); print the table."""
     from rich.console import Console
 
-    from pfnkit.bo.command import optimize_from_args
+    from pfnkit.bo.command import optimize_command
 
-    Console().print(optimize_from_args(args))
+    try:
+        table = optimize_command(
+            args.function, args.bounds, args.n_evals, n_init=args.n_init,
+            acquisition=args.acquisition, checkpoint=args.checkpoint, seed=args.seed,
+            json_path=args.json, progress=not args.no_progress,
+        )  # fmt: skip
+    except ValueError as error:  # a bad name, bounds, budget or acquisition, or a bad f(x)
+        raise SystemExit(f"optimize: {error}") from error
+    Console().print(table)
     return 0
 
 
@@ -383,9 +393,32 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_optimize(sub: argparse._SubParsersAction) -> None:
-    from pfnkit.bo.command import add_optimize_parser  # its options live beside their code
-
-    add_optimize_parser(sub).set_defaults(handler=cmd_optimize)
+    """`optimize`: the function by name, its box, the budget, the surrogate and outputs."""
+    p = sub.add_parser(
+        "optimize",
+        help="minimise a Python function by Bayesian optimisation with a PFN surrogate",
+        description="Minimise f(x) over a box: a Sobol design, then each point maximises the "
+        "acquisition under the PFN surrogate's posterior (pfnkit.bo.minimize).",
+    )
+    p.add_argument("function", help="module:function or path/to/file.py:function; f(x) -> float")
+    p.add_argument(
+        "--bounds",
+        required=True,
+        help='low,high per dimension, ";" between: "0,1;0,1" (a leading minus needs the = '
+        'form: --bounds="-5,10;0,15")',
+    )
+    p.add_argument("--n-evals", type=int, default=50, help="evaluations of f, design included")
+    p.add_argument("--n-init", type=int, help="initial Sobol design (default d + 1)")
+    p.add_argument("--acquisition", default="ei", help="ei (default), log_ei, pi or lcb")
+    p.add_argument(
+        "--checkpoint",
+        help="regression PFN, name or path (default pfnkit.bo.DEFAULT_CHECKPOINT, the "
+        "general-purpose regressor)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same points")
+    p.add_argument("--json", help="write the history and the best point to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=cmd_optimize)
 
 
 def main(argv: list[str] | None = None, *, prog: str = "cli.py") -> int:

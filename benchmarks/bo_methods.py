@@ -148,6 +148,10 @@ def run_method(
     """Run one method; logging of the libraries stays at WARNING."""
     logging.getLogger("botorch").setLevel(logging.WARNING)
     trace = METHODS[method](problem, budget, n_init, seed, checkpoint)
-    if trace.ys.shape != (budget,) or not np.isfinite(trace.ys).all():
-        raise RuntimeError(f"{method} on {problem.name}: {trace.ys.shape[0]} values for {budget}")
+    where = f"{method} on {problem.name}"
+    if trace.ys.shape != (budget,):
+        raise RuntimeError(f"{where}: values of shape {trace.ys.shape}, expected ({budget},)")
+    if not np.isfinite(trace.ys).all():
+        bad = np.flatnonzero(~np.isfinite(trace.ys))
+        raise RuntimeError(f"{where}: non-finite values at evaluations {(bad + 1).tolist()}")
     return trace

@@ -1,4 +1,5 @@
-"""benchmarks/peer_pfns.py at smoke size: both methods' figures, their ratios, one prior stream."""
+"""benchmarks/peer_pfns.py at smoke size: both methods' figures, their ratios, one prior stream,
+and --report, which re-prints a finished run's JSON."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ import torch
 import priors
 from pfnkit.training import PriorStream, TrainConfig
 from tests.conftest import FLOAT64_ATOL
+from tests.helpers import load_script
 
 pytest.importorskip("pfns")  # the `bench` extra, which CI installs
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("pfnkit", "pfns")
 LOGGED_BATCHES = 4  # the benchmark logs a digest of each trainer's first 4 batches
+# each speed ratio: pfns's forward time over the time of this pfnkit call (the first: the target)
+SPEED_CALLS = {"speed": "PFNRegressor.predict", "speed_forward": "pfnkit forward",
+               "speed_fit_predict": "PFNRegressor.fit + predict"}  # fmt: skip
 
 
 def _digest(*tensors: torch.Tensor) -> str:
@@ -66,8 +71,37 @@ def test_ratios_come_from_the_figures(report: dict) -> None:
     assert gap["pfns"] > 0  # an untrained-ish smoke model is far from the exact GP
     expected = gap["pfnkit"] / gap["pfns"]
     assert report["ratios"]["nll_gap"] == pytest.approx(expected, abs=FLOAT64_ATOL)
-    speed = seconds["pfns forward"] / seconds["PFNRegressor.predict"]
-    assert report["ratios"]["speed"] == pytest.approx(speed, abs=FLOAT64_ATOL)
+    for key, call in SPEED_CALLS.items():
+        speed = seconds["pfns forward"] / seconds[call]
+        assert report["ratios"][key] == pytest.approx(speed, abs=FLOAT64_ATOL), key
+    assert set(report["ratio_labels"]) == set(report["ratios"]) == {"nll_gap", *SPEED_CALLS}
+    assert "cached-context predict" in report["ratio_labels"]["speed"]
+
+
+def test_report_reprints_a_run_and_fills_in_the_ratios_an_older_run_lacks(
+    report: dict, tmp_path: Path, capsys
+) -> None:
+    """--report trains nothing; on a JSON from before the like-for-like ratios (the oracle:
+    the same run's full JSON) it prints the same text and writes the same ratios."""
+    peer = load_script(ROOT / "benchmarks/peer_pfns.py", "peer_pfns_report")
+    full, old, filled = (tmp_path / name for name in ("full.json", "old.json", "filled.json"))
+    full.write_text(json.dumps(report))
+    ratios = {key: report["ratios"][key] for key in ("nll_gap", "speed")}
+    older = {key: value for key, value in report.items() if key != "ratio_labels"}
+    old.write_text(json.dumps({**older, "ratios": ratios}))
+    assert peer.main(["--report", str(full)]) == 0
+    printed_full = capsys.readouterr().out
+    assert peer.main(["--report", str(old), "--json", str(filled)]) == 0
+    printed_old = capsys.readouterr().out
+    assert printed_old == printed_full
+    assert "training each method" not in printed_full
+    assert "cached-context predict" in printed_full and "like for like" in printed_full
+    for key in SPEED_CALLS:
+        assert f"{report['ratios'][key]:.2f}x" in printed_full, key
+    written = json.loads(filled.read_text())
+    for key, value in report["ratios"].items():
+        assert written["ratios"][key] == pytest.approx(value, abs=FLOAT64_ATOL), key
+    assert written["ratio_labels"] == report["ratio_labels"]
 
 
 def test_both_trainers_read_the_same_prior_stream(report: dict) -> None:

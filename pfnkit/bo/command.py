@@ -1,16 +1,14 @@
 """The work of `python cli.py optimize`: minimise a function named `module:function` on a box.
 
-The command line's `optimize` subcommand takes its options from `add_optimize_parser`
-(declared here, beside the code they configure, so that cli.py stays thin) and calls
-`optimize_from_args`, which calls `optimize_command`: it loads the function
-(`load_objective`), reads the bounds (`parse_bounds`), runs `pfnkit.bo.minimize`,
-writes the history as JSON when asked (`result_to_dict`), and returns a table of the
-improvements (`result_table`) for the command line to print.
+cli.py parses the `optimize` subcommand's options and calls `optimize_command`: it loads
+the function (`load_objective`), reads the bounds (`parse_bounds`), runs
+`pfnkit.bo.minimize`, writes the history as JSON when asked (`result_to_dict`), and returns
+a table of the improvements (`result_table`) for the command line to print. Every mistake
+of the user's is a ValueError that says what to fix; cli.py turns it into the exit.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import json
@@ -28,10 +26,8 @@ from pfnkit.bo.minimize import minimize
 from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT
 
 __all__ = [
-    "add_optimize_parser",
     "load_objective",
     "optimize_command",
-    "optimize_from_args",
     "parse_bounds",
     "result_table",
     "result_to_dict",
@@ -50,7 +46,11 @@ def _import_module(name: str) -> Any:
         spec = importlib.util.spec_from_file_location(f"_pfnkit_objective_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses of the file look their module up there
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except ModuleNotFoundError as error:
+            del sys.modules[spec.name]
+            raise _missing_dependency(name, error) from error
         return module
     added = "" not in sys.path and str(Path.cwd()) not in sys.path
     if added:  # as `python -m` does, so that a module beside the user is found
@@ -58,6 +58,9 @@ def _import_module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
+        parts = name.split(".")
+        if error.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            raise _missing_dependency(name, error) from error  # not `name` or its packages
         raise ValueError(
             f"cannot import {name!r} ({error}); run from the folder that holds it, or add that "
             "folder to PYTHONPATH"
@@ -65,6 +68,14 @@ def _import_module(name: str) -> Any:
     finally:
         if added:
             sys.path.remove(str(Path.cwd()))
+
+
+def _missing_dependency(name: str, error: ModuleNotFoundError) -> ValueError:
+    """The error for a module that was found but imports one that is not: names the latter."""
+    return ValueError(
+        f"{name!r} was found, but importing it failed ({error}): a module it imports is not "
+        "installed; install that, or run in the environment that has it"
+    )
 
 
 def load_objective(spec: str) -> Callable[[np.ndarray], float]:
@@ -154,6 +165,7 @@ def optimize_command(
     checkpoint: str | None = None,
     seed: int = 0,
     json_path: str | Path | None = None,
+    progress: bool = False,
 ) -> Table:
     """Minimise the function named `function` over `bounds` with `minimize`; the table.
 
@@ -166,6 +178,7 @@ def optimize_command(
         checkpoint: the surrogate; `DEFAULT_CHECKPOINT` when None.
         seed: the same seed gives the same points.
         json_path: where to write the history and the best point (`result_to_dict`).
+        progress: show a rich progress bar (evaluations done, best value so far).
 
     Returns:
         The improvements, titled with the best value found.
@@ -185,6 +198,7 @@ def optimize_command(
         acquisition=acquisition,
         checkpoint=checkpoint,
         seed=seed,
+        progress=progress,
     )
     settings = {
         "function": function,
@@ -202,53 +216,3 @@ def optimize_command(
         f"({checkpoint}, {acquisition}, seed {seed}); the improvements"
     )
     return result_table(result, title)
-
-
-def add_optimize_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the `optimize` subcommand and its options; the caller sets its handler."""
-    p = subparsers.add_parser(
-        "optimize",
-        help="minimise a Python function by Bayesian optimisation with a PFN surrogate",
-        description="Minimise f(x) over a box: a Sobol design, then each point maximises the "
-        "acquisition under the PFN surrogate's posterior (pfnkit.bo.minimize).",
-    )
-    p.add_argument("function", help="module:function or path/to/file.py:function; f(x) -> float")
-    p.add_argument(
-        "--bounds",
-        required=True,
-        help='low,high per dimension, ";" between: "0,1;0,1" (a leading minus needs the = '
-        'form: --bounds="-5,10;0,15")',
-    )
-    p.add_argument("--n-evals", type=int, default=50, help="evaluations of f, design included")
-    p.add_argument("--n-init", type=int, help="initial Sobol design (default d + 1)")
-    p.add_argument("--acquisition", default="ei", help="ei (default), log_ei, pi or lcb")
-    p.add_argument(
-        "--checkpoint",
-        default=DEFAULT_CHECKPOINT,
-        help=f"regression PFN, name or path (default {DEFAULT_CHECKPOINT})",
-    )
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same points")
-    p.add_argument("--json", help="write the history and the best point to this JSON file")
-    return p
-
-
-def optimize_from_args(args: argparse.Namespace) -> Table:
-    """`optimize_command` with the options of `add_optimize_parser`.
-
-    Raises:
-        SystemExit: with the message of any ValueError (bad function name, bounds,
-            budget, acquisition, or a value of f that is not a finite number).
-    """
-    try:
-        return optimize_command(
-            args.function,
-            args.bounds,
-            args.n_evals,
-            n_init=args.n_init,
-            acquisition=args.acquisition,
-            checkpoint=args.checkpoint,
-            seed=args.seed,
-            json_path=args.json,
-        )
-    except ValueError as error:
-        raise SystemExit(f"optimize: {error}") from error

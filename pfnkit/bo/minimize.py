@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ def minimize(
     dtype: torch.dtype = torch.float32,
     y_transform: str = "rank",
     config: AcquisitionOptimizerConfig | None = None,
+    progress: bool = False,
 ) -> OptimizeResult:
     """Minimise `f` over a box with Bayesian optimisation and a PFN surrogate.
 
@@ -73,6 +75,7 @@ def minimize(
         device, dtype, y_transform, config: the surrogate's device and dtype, the map of
             the values ("rank", "power" or "standardize") and the acquisition search
             (`AcquisitionOptimizerConfig`), as in `AskTellOptimizer`.
+        progress: show a rich progress bar: evaluations done and the best value so far.
 
     Returns:
         The history (`xs`, `ys`) and the best point (`x_best`, `y_best`).
@@ -87,7 +90,7 @@ def minimize(
     optimizer = AskTellOptimizer(bounds, n_init=n_init, acquisition=acquisition,
                                  checkpoint=checkpoint, seed=seed, device=device, dtype=dtype,
                                  y_transform=y_transform, config=config)  # fmt: skip
-    return _run(optimizer, f, int(n_evals))
+    return _run(optimizer, f, int(n_evals), progress=progress)
 
 
 def _design_size(n_evals: int, n_init: int | None, dim: int) -> int:
@@ -105,21 +108,44 @@ def _design_size(n_evals: int, n_init: int | None, dim: int) -> int:
 
 
 def _run(
-    optimizer: AskTellOptimizer, f: Callable[[np.ndarray], float], n_evals: int
+    optimizer: AskTellOptimizer,
+    f: Callable[[np.ndarray], float],
+    n_evals: int,
+    *,
+    progress: bool = False,
 ) -> OptimizeResult:
     """Ask, evaluate and tell `n_evals` times; an `EvaluationError` at the first bad value."""
-    for i in range(n_evals):
-        x = optimizer.ask()
-        value = f(x.copy())
-        try:
-            optimizer.tell(x, value)
-        except ValueError as error:
-            history = optimizer.result() if i else None
-            raise EvaluationError(
-                f"evaluation {i + 1} of {n_evals}: {error}. The error's `result` holds the "
-                f"{i} evaluations before it",
-                x=x,
-                value=value,
-                result=history,
-            ) from None
+    best = np.inf
+    with _progress_bar(progress, n_evals) as advance:
+        for i in range(n_evals):
+            x = optimizer.ask()
+            value = f(x.copy())
+            try:
+                optimizer.tell(x, value)
+            except ValueError as error:
+                history = optimizer.result() if i else None
+                raise EvaluationError(
+                    f"evaluation {i + 1} of {n_evals}: {error}. The error's `result` holds the "
+                    f"{i} evaluations before it",
+                    x=x,
+                    value=value,
+                    result=history,
+                ) from None
+            best = min(best, float(value))  # tell accepted it: one finite number
+            if advance is not None:
+                advance(best)
     return optimizer.result()
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[float], None] | None]:
+    """A callback that advances a rich progress bar by one evaluation and shows the best
+    value so far, if enabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress, TextColumn
+
+    with Progress(*Progress.get_default_columns(), TextColumn("best {task.fields[best]}")) as bar:
+        task = bar.add_task("evaluations", total=total, best="-")
+        yield lambda best: bar.update(task, advance=1, best=f"{best:.6g}")

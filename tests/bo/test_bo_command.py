@@ -8,6 +8,8 @@ and hand-written bounds.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,27 @@ def test_load_objective_says_what_is_wrong(objective_dir: Path, spec: str, messa
         load_objective(spec)
 
 
+def test_load_objective_names_a_missing_dependency_of_the_module(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A ModuleNotFoundError inside the user's module is about what it imports, not about
+    where the module is: the message names the missing one, not the working directory."""
+    source = "import no_such_dependency_xyz\n\ndef f(x):\n    return 0.0\n"
+    (tmp_path / "bo_needs_a_dep.py").write_text(source)
+    package = tmp_path / "bo_pkg_needs_a_dep"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "inner.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    for spec in ("bo_needs_a_dep:f", "bo_needs_a_dep.py:f", "bo_pkg_needs_a_dep.inner:f"):
+        with pytest.raises(ValueError, match="No module named 'no_such_dependency_xyz'") as info:
+            load_objective(spec)
+        assert "run from the folder" not in str(info.value)
+        assert "was found, but importing it failed" in str(info.value)
+    with pytest.raises(ValueError, match="cannot import 'bo_pkg_needs_a_dep.nothing'.*run from"):
+        load_objective("bo_pkg_needs_a_dep.nothing:f")  # the package is there, the module not
+
+
 def test_parse_bounds() -> None:
     expected = np.array([[-5.0, 10.0], [0.0, 15.0], [1e-3, 2.5]])
     assert np.array_equal(parse_bounds("-5,10;0,15;1e-3,2.5"), expected)
@@ -107,6 +130,7 @@ def test_cli_optimize_writes_the_run_that_minimize_makes(
                       config=AcquisitionOptimizerConfig())  # fmt: skip
     assert np.array_equal(direct.xs, xs)
     assert f"minimum {report['y_best']:.6g} after 5 evaluations" in " ".join(printed.split())
+    assert f"best {report['y_best']:.6g}" in printed  # the progress bar, on by default
 
 
 @pytest.mark.parametrize(
@@ -138,5 +162,17 @@ def test_cli_optimize_help_lists_its_options(capsys) -> None:
         cli.main(["optimize", "--help"])
     assert info.value.code == 0
     printed = capsys.readouterr().out
-    for option in ("--bounds", "--n-evals", "--acquisition", "--checkpoint", "--seed", "--json"):
+    for option in ("--bounds", "--n-evals", "--acquisition", "--checkpoint", "--seed", "--json",
+                   "--no-progress"):  # fmt: skip
         assert option in printed
+
+
+def test_cli_builds_its_parser_without_importing_pfnkit() -> None:
+    code = (
+        "import sys, cli; cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith('pfnkit')))"
+    )
+    root = Path(cli.__file__).resolve().parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
-"""minimize with the default checkpoint ("gp") against random search (slow: 5-10 s a problem).
+"""minimize with the default checkpoint ("gp") against random search (slow: 5-10 s a problem),
+and its progress bar (fast, a tiny checkpoint).
 
 Same budget, same seeds (0-3). Measured median regrets, BO against random search, on 2
 loaded CPU cores (about 0.09 s per BO step, the search of `AcquisitionOptimizerConfig()`):
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,3 +59,18 @@ def test_minimize_beats_random_search(name) -> None:
     bo = [minimize(f, bounds, n_evals, seed=seed).y_best - f_min for seed in SEEDS]
     rs = [random_search(f, bounds, n_evals, seed) - f_min for seed in SEEDS]
     assert np.median(bo) <= MAX_REGRET_RATIO[name] * np.median(rs), (bo, rs)
+
+
+def test_progress_bar_shows_the_best_value_and_changes_nothing(
+    tiny_bo_checkpoint: Path, capsys
+) -> None:
+    """The bar counts the evaluations and shows the best value so far; the trajectory is
+    the one of the run without it (the oracle), which prints nothing."""
+    run = dict(n_init=2, checkpoint=tiny_bo_checkpoint, seed=1)
+    quiet = minimize(quadratic_1d, [(-2.0, 2.0)], 4, **run)
+    assert capsys.readouterr().out == ""
+    shown = minimize(quadratic_1d, [(-2.0, 2.0)], 4, progress=True, **run)
+    printed = capsys.readouterr().out
+    assert np.array_equal(shown.xs, quiet.xs) and np.array_equal(shown.ys, quiet.ys)
+    assert "evaluations" in printed and "100%" in printed
+    assert f"best {quiet.ys.min():.6g}" in printed
