@@ -5,10 +5,17 @@ benchmarks/lc_data.py; see freeze_thaw_methods.py for the methods and what an ep
 costs, freeze_thaw_report.py for the regret and its area):
 
 * freeze-thaw: `pfnkit.bo.FreezeThaw` on the exact freeze-thaw GP at the prior's default
-  hyperparameters (fitted to these tables, see benchmarks/lc_fit.py), or on the PFN of
-  ``--checkpoint`` when given;
+  hyperparameters, or on the PFN of ``--checkpoint`` (trained on that prior) when given;
 * hyperband: Optuna's HyperbandPruner over uniformly drawn configurations;
 * random: random configurations, each trained to the last epoch.
+
+By default the comparison is not even-handed: freeze-thaw runs on in-sample
+hyperparameters (fitted on these tables by benchmarks/lc_fit.py, the very tables it is
+scored on), while Hyperband and random search get no tuning. For the out-of-sample
+comparison, pass ``--hyperparameters JSON`` as written by
+``benchmarks/lc_fit.py --leave-one-out --out JSON``: each table is then run on the
+hyperparameters fitted without it. The printed caption, the markdown and the JSON say
+which was used.
 
 Every method gets the same budget of epochs (``--budget`` full runs' worth, × T) and the
 same seeds. Printed per table and method: the area under the regret curve (mean regret
@@ -32,7 +39,12 @@ from freeze_thaw_methods import METHODS, PFNFreezeThawSurrogate, run_method
 from freeze_thaw_report import markdown_table, plot_regret, regret_curve, summarise
 from lc_data import LookupBenchmark, load_learning_curves
 
+from pfnkit.bo.freeze_thaw_surrogate import ExactFreezeThawSurrogate
+from pfnkit.reference.freeze_thaw import FreezeThawHyperparameters
+
 SMOKE = {"benchmarks": ["wine-sgd", "digits-mlp"], "seeds": 2, "budget": 1}
+IN_SAMPLE = "in-sample hyperparameters (fitted on these tables by benchmarks/lc_fit.py)"
+OUT_OF_SAMPLE = "out-of-sample hyperparameters (each table's fitted on the others, from {path})"
 
 
 def _surrogate(checkpoint: str | None) -> PFNFreezeThawSurrogate | None:
@@ -41,6 +53,19 @@ def _surrogate(checkpoint: str | None) -> PFNFreezeThawSurrogate | None:
     from pfnkit.checkpoint import load_checkpoint
 
     return PFNFreezeThawSurrogate(load_checkpoint(checkpoint).model)
+
+
+def _held_out_surrogates(path: Path | None, names: list[str]) -> dict[str, Any]:
+    """Per table, the exact surrogate at the hyperparameters lc_fit.py fitted without it."""
+    if path is None:
+        return {}
+    fitted = json.loads(Path(path).read_text()).get("leave_one_out", {})
+    missing = sorted(set(names) - set(fitted))
+    if missing:
+        raise SystemExit(f"{path} has no leave-one-out hyperparameters for {missing}; write them "
+                         "with benchmarks/lc_fit.py --leave-one-out --out JSON")  # fmt: skip
+    return {name: ExactFreezeThawSurrogate(FreezeThawHyperparameters.from_dict(fitted[name]))
+            for name in names}  # fmt: skip
 
 
 def run_benchmark(
@@ -65,11 +90,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=10, help="budget in full runs (x T epochs)")
     parser.add_argument("--checkpoint", default=None, help="a freeze-thaw PFN as the surrogate")
+    parser.add_argument("--hyperparameters", type=Path, default=None,
+                        help="per-table JSON of lc_fit.py --leave-one-out --out")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--plot", type=Path, default=None, help="write the regret curves here")
     parser.add_argument("--smoke", action="store_true", help="2 tables, 2 seeds, budget 1")
     args = parser.parse_args(argv)
+    if args.hyperparameters is not None and args.checkpoint is not None:
+        parser.error(
+            "--hyperparameters sets the exact GP's; it cannot be combined with --checkpoint"
+        )
     if args.smoke:
         args.benchmarks = args.benchmarks or SMOKE["benchmarks"]
         args.seeds, args.budget = SMOKE["seeds"], SMOKE["budget"]
@@ -84,15 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown tables {unknown}; choose from {sorted(tables)}")
     surrogate = _surrogate(args.checkpoint)
+    held_out = _held_out_surrogates(args.hyperparameters, names)
+    caption = IN_SAMPLE if not held_out else OUT_OF_SAMPLE.format(path=args.hyperparameters)
+    print(f"freeze-thaw on {caption}", flush=True)
     start = time.perf_counter()
-    results: dict[str, Any] = {"config": {**{k: v for k, v in vars(args).items()
-                                               if k not in ("json", "plot")}},
-                               "benchmarks": {}}  # fmt: skip
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in ("json", "plot")}  # fmt: skip
+    results: dict[str, Any] = {"config": config, "hyperparameters": caption, "benchmarks": {}}
     all_curves = {}
     for name in names:
         bench = tables[name]
         budget = args.budget * bench.max_epoch
-        curves, seconds = run_benchmark(bench, args.methods, args.seeds, budget, surrogate)
+        curves, seconds = run_benchmark(
+            bench, args.methods, args.seeds, budget, held_out.get(name, surrogate)
+        )
         all_curves[name] = curves
         results["benchmarks"][name] = {
             "budget_epochs": budget,

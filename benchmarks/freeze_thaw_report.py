@@ -48,7 +48,11 @@ def summarise(curves: Mapping[str, list[np.ndarray]], seconds: Mapping[str, list
 
 
 def markdown_table(results: Mapping[str, Any]) -> str:
-    """One row per benchmark, one column per method: area ± stderr (final regret)."""
+    """One row per benchmark, one column per method: area ± stderr (final regret).
+
+    The caption under the table says which hyperparameters freeze-thaw ran on (in-sample,
+    fitted on these tables, or leave-one-table-out).
+    """
     benches = results["benchmarks"]
     methods = list(next(iter(benches.values()))["summary"])
     lines = [
@@ -65,6 +69,8 @@ def markdown_table(results: Mapping[str, Any]) -> str:
              for m in methods}  # fmt: skip
     cells = ["-" if None in v else f"{1e3 * np.mean(v):.1f}" for v in timed.values()]
     lines.append("| ms per decision | " + " | ".join(cells) + " |")
+    if "hyperparameters" in results:
+        lines.append(f"\nfreeze-thaw on {results['hyperparameters']}.")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ pytest.importorskip("optuna")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "freeze_thaw.py"
+JSON_ROUNDING_ATOL = 1e-6  # the JSON's mean regret curves are rounded to 6 decimals
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,10 @@ def test_smoke_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "| mean area |" in done.stdout and "| ms per decision |" in done.stdout
+    in_sample = "in-sample hyperparameters (fitted on these tables by benchmarks/lc_fit.py)"
+    assert done.stdout.count(in_sample) == 2  # the printed caption and the markdown's
     results = json.loads(out.read_text())
+    assert results["hyperparameters"] == in_sample
     for data in results["benchmarks"].values():
         assert set(data["summary"]) == {"freeze-thaw", "hyperband", "random"}
         for method, curve in data["mean_regret_curve"].items():
@@ -119,13 +123,57 @@ def test_freeze_thaw_run_is_the_optimiser_replayed(bench: dict, table) -> None:
     assert len(trace.decision_seconds) == budget
 
 
-def test_lc_fit_smoke_improves_on_its_start(capsys: pytest.CaptureFixture[str]) -> None:
-    """benchmarks/lc_fit.py --smoke runs; its Nelder-Mead never ends above its start."""
+def test_lc_fit_smoke_improves_on_its_start(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """lc_fit.py --smoke runs; leave-one-out refits from START with the full budget, without
+    the held-out table; its Nelder-Mead never ends above its start."""
     fit = load_script(ROOT / "benchmarks" / "lc_fit.py", "lc_fit")
-    assert fit.main(["--smoke"]) == 0
+    calls, original = [], fit.fit
+
+    def recording(designs: dict, start: list[float], max_evals: int) -> np.ndarray:
+        calls.append((sorted(designs), start, max_evals))
+        return original(designs, start, max_evals)
+
+    monkeypatch.setattr(fit, "fit", recording)
+    out = tmp_path / "lc_fit.json"
+    assert fit.main(["--smoke", "--leave-one-out", "--out", str(out)]) == 0
     assert "final-epoch NLL" in capsys.readouterr().out
+    both = ["digits-mlp", "wine-sgd"]
+    assert calls == [(both, fit.START, 20), (["digits-mlp"], fit.START, 20),
+                     (["wine-sgd"], fit.START, 20)]  # fmt: skip
+    written = json.loads(out.read_text())
+    assert sorted(written["leave_one_out"]) == both and "all_tables" in written
     tables = sys.modules["lc_data"].load_learning_curves()
     designs = {"wine-sgd": [fit.design(tables["wine-sgd"], np.random.default_rng(0))]}
     best = fit.fit(designs, fit.START, 15)
     start_nll = fit.score(fit.unpack(np.array(fit.START)), designs)["wine-sgd"]
     assert fit.score(fit.unpack(best), designs)["wine-sgd"] <= start_nll + FLOAT64_ATOL
+
+
+def test_held_out_hyperparameters_reach_the_freeze_thaw_surrogate(
+    bench: dict, table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--hyperparameters runs each table on its own entry: the run replayed by hand agrees."""
+    from pfnkit.bo.freeze_thaw_surrogate import ExactFreezeThawSurrogate
+    from pfnkit.reference.freeze_thaw import FreezeThawHyperparameters
+
+    hyper = FreezeThawHyperparameters(mean=0.3, lengthscale=0.4, outputscale=0.02,
+                                      curve_scale=0.05, alpha=1.2, beta=0.2, noise=1e-3,
+                                      amplitude_mean=0.2, amplitude_var=0.05)  # fmt: skip
+    path, out = tmp_path / "loo.json", tmp_path / "ft.json"
+    path.write_text(json.dumps({"leave_one_out": {"wine-sgd": hyper.to_dict()}}))
+    script = sys.modules["freeze_thaw_benchmark"]
+    argv = ["--smoke", "--benchmarks", "wine-sgd", "--methods", "freeze-thaw",
+            "--hyperparameters", str(path), "--json", str(out)]  # fmt: skip
+    assert script.main(argv) == 0
+    assert "out-of-sample hyperparameters" in capsys.readouterr().out
+    results = json.loads(out.read_text())["benchmarks"]["wine-sgd"]
+    budget, methods = results["budget_epochs"], bench["freeze_thaw_methods"]
+    curves = [bench["freeze_thaw_report"].regret_curve(
+                  methods.run_freeze_thaw(table, seed, budget, ExactFreezeThawSurrogate(hyper))
+                  .incumbent, table, budget) for seed in range(2)]  # fmt: skip
+    got = results["mean_regret_curve"]["freeze-thaw"]
+    assert got == pytest.approx(np.mean(curves, axis=0), abs=JSON_ROUNDING_ATOL)
+    with pytest.raises(SystemExit, match="no leave-one-out hyperparameters"):
+        script.main(["--smoke", "--hyperparameters", str(path)])  # digits-mlp is missing

@@ -18,6 +18,13 @@ ifBO's random-horizon acquisition does (Rakotoarison et al., arXiv 2404.16795): 
 horizon suits both cheap promising restarts and long runs. The first decision (nothing
 observed yet) picks a configuration at random. Ties go to a seeded random order, so the
 same seed and the same reports give the same decisions.
+
+A decision stays pending until it is reported: ``ask`` returns the same (i, epoch), and
+draws nothing from the random generator, until ``tell`` reports configuration i at that
+epoch or later. ``tell`` also accepts any other cell not yet reported (the epochs in
+between when ``step > 1``, or runs the user chose); such a report is recorded, never
+touches the generator and leaves the pending decision in place, so asking again, or
+reporting extra cells, never shifts the seeded sequence of draws.
 """
 
 from __future__ import annotations
@@ -83,6 +90,7 @@ class FreezeThaw:
         self.surrogate = surrogate if surrogate is not None else ExactFreezeThawSurrogate()
         self._rng = np.random.default_rng(seed)
         self._curves: dict[int, dict[int, float]] = {}  # config -> {epoch: value}
+        self._pending: tuple[int, int] | None = None  # the decision asked and not yet told
 
     @property
     def n_configs(self) -> int:
@@ -108,7 +116,16 @@ class FreezeThaw:
         return np.asarray(rows, dtype=float).reshape(-1, d + 1), np.asarray(values, dtype=float)
 
     def ask(self) -> tuple[int, int]:
-        """The next decision: (configuration i, epoch to train it up to)."""
+        """The next decision: (configuration i, epoch to train it up to).
+
+        Until that decision is reported (``tell(i, epoch', ...)`` with epoch' >= epoch),
+        every ask returns it again without drawing from the random generator.
+        """
+        if self._pending is None:
+            self._pending = self._decide()
+        return self._pending
+
+    def _decide(self) -> tuple[int, int]:
         open_ = [i for i in range(self.n_configs) if self.epochs_trained(i) < self.max_epoch]
         if not open_:
             raise RuntimeError(f"every configuration is trained to max_epoch={self.max_epoch}")
@@ -135,6 +152,9 @@ class FreezeThaw:
 
     def tell(self, i: int, epoch: int, value: float) -> None:
         """Report the value of configuration i at `epoch`; a bad report changes nothing.
+
+        Any cell not yet reported is accepted, asked for or not; reporting configuration i
+        at or beyond the pending decision's epoch settles it, so the next ask decides anew.
 
         Raises:
             ValueError: i is not a configuration index, epoch is not in 1..max_epoch or
@@ -165,6 +185,8 @@ class FreezeThaw:
                 f"value_range [{low}, {high}]; report validation error (lower is better)"
             )
         self._curves.setdefault(int(i), {})[int(epoch)] = value
+        if self._pending is not None and self._pending[0] == i and epoch >= self._pending[1]:
+            self._pending = None
 
     def best(self) -> tuple[int, float]:
         """(configuration, value) of the lowest value reported so far, at any epoch."""
@@ -180,4 +202,5 @@ class FreezeThaw:
         return {
             "curves": copy.deepcopy(self._curves),
             "rng": copy.deepcopy(self._rng.bit_generator.state),
+            "pending": self._pending,
         }

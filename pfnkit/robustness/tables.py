@@ -16,12 +16,19 @@ def _show(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def robustness_table(report: RobustnessReport) -> Table:
-    """Mean and upper-quantile worst-case KL of model and exact, and their ratio, per radius."""
+def robustness_table(report: RobustnessReport, exact_name: str | None = None) -> Table:
+    """Mean and upper-quantile worst-case KL of model and exact, and their ratio, per radius.
+
+    Args:
+        report: the attack's report.
+        exact_name: the oracle's name in the title; by default "exact GP", or "exact
+            posterior" for an attack on a posterior's observations.
+    """
     attack = report.attack
     exact, over = ("exact GP", "mean over queries")
     if report.target == "observations":
         exact, over = "exact posterior", "over θ"
+    exact = exact if exact_name is None else exact_name
     table = Table(
         title=f"{report.checkpoint} vs {exact}: worst-case KL(q(.|D) || q(.|D+delta)), {over}",
         caption=f"{report.n_tasks} tasks, {report.n_ctx} data points; target "

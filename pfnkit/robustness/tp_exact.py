@@ -139,7 +139,7 @@ def exact_student_t_band(
     with torch.no_grad():
         dist = exact(x_ctx_BND, y_ctx_BN, grid_G.to(x_ctx_BND.dtype).reshape(1, -1, 1))
     df, loc, scale = (v.double()[0] for v in (dist.df.expand_as(dist.loc), dist.loc, dist.scale))
-    half = torch.from_numpy(stats.t.ppf(0.5 + level / 2, df.numpy()))
+    half = torch.from_numpy(stats.t.ppf(0.5 + level / 2, df.cpu().numpy())).to(loc)
     return loc, loc - half * scale, loc + half * scale
 
 
@@ -161,9 +161,7 @@ class TPExactAttack(ExactContextAttack):
         return float(x_all.min()), float(x_all.max())
 
     def tables(self, report: RobustnessReport) -> list[Table]:
-        table = robustness_table(report)
-        table.title = str(table.title).replace("exact GP", "exact Student-t process")
-        return [table]
+        return [robustness_table(report, exact_name="exact Student-t process")]
 
 
 register_attack(TPExactAttack())

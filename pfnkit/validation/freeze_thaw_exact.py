@@ -18,7 +18,6 @@ coverage from 0.90 (``coverage90_error_max``) on the card's tolerances.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -27,10 +26,9 @@ from torch import nn
 from torch.distributions import Normal
 
 from pfnkit.data import Batch, Prior
-from pfnkit.metrics import mean_or_none
 from pfnkit.reference.freeze_thaw import FreezeThawHyperparameters, freeze_thaw_predictive
-from pfnkit.report import Check, Report
-from pfnkit.validation.per_size import SizeResult, score_sizes, size_figures
+from pfnkit.report import Report
+from pfnkit.validation.per_size import COVERAGE_LEVEL, SizeValidationReport, score_sizes
 from pfnkit.validation.plots import plot_nll_by_size
 from pfnkit.validation.registry import ValidationOptions, register_validator
 from pfnkit.validation.tables import checks_table
@@ -47,8 +45,6 @@ __all__ = [
     "validate_against_exact_freeze_thaw",
 ]
 
-COVERAGE_LEVEL = 0.9  # the level of the gated coverage check
-
 
 @runtime_checkable
 class FreezeThawTaskPrior(Prior, Protocol):
@@ -59,50 +55,7 @@ class FreezeThawTaskPrior(Prior, Protocol):
         ...
 
 
-def coverage90_error(size: SizeResult) -> float:
-    """|PFN 90% central-interval coverage − 0.90| at one context size."""
-    return abs(size.pfn_coverage[COVERAGE_LEVEL] - COVERAGE_LEVEL)
-
-
-@dataclass(frozen=True)
-class FreezeThawValidationReport(Report):
-    """All context sizes (observed cells), plus the tolerances the checkpoint card declares."""
-
-    checkpoint: str
-    sizes: list[SizeResult]
-    tolerances: dict[str, float]
-
-    @property
-    def mean_gap(self) -> float | None:
-        return mean_or_none([s.gap for s in self.sizes])
-
-    @property
-    def max_gap(self) -> float | None:
-        return max((s.gap for s in self.sizes), default=None)
-
-    @property
-    def coverage90_error_max(self) -> float | None:
-        return max((coverage90_error(s) for s in self.sizes), default=None)
-
-    def checks(self) -> list[Check]:
-        """Mean NLL gap and worst 90%-coverage error; a tolerance the card lacks is not gated."""
-        return [
-            Check("nll_gap_mean", self.mean_gap, self.tolerances.get("nll_gap_mean")),
-            Check(
-                "coverage90_error_max",
-                self.coverage90_error_max,
-                self.tolerances.get("coverage90_error_max"),
-            ),
-        ]
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "checkpoint": self.checkpoint,
-            "sizes": size_figures(self.sizes, coverage90_error=coverage90_error),
-            "mean_gap": self.mean_gap,
-            "max_gap": self.max_gap,
-            "coverage90_error_max": self.coverage90_error_max,
-        }
+FreezeThawValidationReport = SizeValidationReport  # gates nll_gap_mean, coverage90_error_max
 
 
 def _exact_predictive(prior: FreezeThawTaskPrior, task: Batch) -> Normal:

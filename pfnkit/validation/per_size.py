@@ -1,7 +1,9 @@
 """Score a PFN and an exact oracle on the same fresh prior tasks, one context size at a time.
 
-The shared loop of the closed-form validators (`gp_exact`, `tp_exact`): each validator
-supplies the oracle's predictive for one task and how to read interval coverage off it.
+The shared loop of the closed-form validators (`gp_exact`, `tp_exact`, `freeze_thaw_exact`):
+each validator supplies the oracle's predictive for one task and how to read interval
+coverage off it. `SizeValidationReport` is the report of those that gate the mean NLL gap
+and the worst per-size 90%-coverage error (`tp_exact`, `freeze_thaw_exact`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,20 @@ from torch.distributions import Distribution
 
 from pfnkit.data import Batch, Prior
 from pfnkit.metrics import interval_coverage, mean_or_none, nll
+from pfnkit.report import Check, Report
 
-__all__ = ["LEVELS", "SizeResult", "score_sizes", "size_figures"]
+__all__ = [
+    "COVERAGE_LEVEL",
+    "LEVELS",
+    "SizeResult",
+    "SizeValidationReport",
+    "coverage90_error",
+    "score_sizes",
+    "size_figures",
+]
 
 LEVELS = (0.5, 0.9, 0.95)
+COVERAGE_LEVEL = 0.9  # the level of the gated coverage check (one of LEVELS)
 
 ExactPredictive = Callable[[Batch], Distribution]  # one task -> batch shape (1, M), float64
 Coverage = Callable[[Distribution, Tensor, Sequence[float]], dict[float, float]]
@@ -109,3 +121,54 @@ def size_figures(sizes: Sequence[SizeResult], **extra: Callable[[SizeResult], fl
         {**dataclasses.asdict(s), "gap": s.gap, **{k: f(s) for k, f in extra.items()}}
         for s in sizes
     ]
+
+
+def coverage90_error(size: SizeResult) -> float:
+    """|PFN 90% central-interval coverage − 0.90| at one context size."""
+    return abs(size.pfn_coverage[COVERAGE_LEVEL] - COVERAGE_LEVEL)
+
+
+@dataclass(frozen=True)
+class SizeValidationReport(Report):
+    """All context sizes, plus the tolerances the checkpoint card declares.
+
+    Gates ``nll_gap_mean`` (mean over sizes of PFN NLL − exact NLL) and
+    ``coverage90_error_max`` (worst per-size `coverage90_error`); a tolerance the card
+    lacks is shown but not gated.
+    """
+
+    checkpoint: str
+    sizes: list[SizeResult]
+    tolerances: dict[str, float]
+
+    @property
+    def mean_gap(self) -> float | None:
+        return mean_or_none([s.gap for s in self.sizes])
+
+    @property
+    def max_gap(self) -> float | None:
+        return max((s.gap for s in self.sizes), default=None)
+
+    @property
+    def coverage90_error_max(self) -> float | None:
+        return max((coverage90_error(s) for s in self.sizes), default=None)
+
+    def checks(self) -> list[Check]:
+        """Mean NLL gap and worst 90%-coverage error; a tolerance the card lacks is not gated."""
+        return [
+            Check("nll_gap_mean", self.mean_gap, self.tolerances.get("nll_gap_mean")),
+            Check(
+                "coverage90_error_max",
+                self.coverage90_error_max,
+                self.tolerances.get("coverage90_error_max"),
+            ),
+        ]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "sizes": size_figures(self.sizes, coverage90_error=coverage90_error),
+            "mean_gap": self.mean_gap,
+            "max_gap": self.max_gap,
+            "coverage90_error_max": self.coverage90_error_max,
+        }

@@ -1,8 +1,9 @@
 """The freeze-thaw optimiser: the ask/tell contract, refused reports, seeds, the surrogate.
 
-The exact surrogate is checked against `pfnkit.reference.freeze_thaw` (which its own
-tests check against dense conditioning) and its log-EI against scipy's normal
-distribution; the optimiser runs on synthetic lookup curves.
+The exact surrogate's log-EI is checked against scipy's normal distribution (an
+independent oracle); that the surrogate hands its rows to `pfnkit.reference.freeze_thaw`
+(checked against dense conditioning in its own tests) is a plumbing test, not an oracle.
+The optimiser runs on synthetic lookup curves; a decision stays pending until told.
 """
 
 from __future__ import annotations
@@ -72,6 +73,35 @@ def test_same_seed_same_decisions() -> None:
     assert first == again and first != other
 
 
+def test_ask_is_pending_until_told_and_repeated_asks_change_nothing() -> None:
+    """Asking twice gives one decision; extra asks leave the seeded trajectory unchanged."""
+    configs, curves = _lookup(1)
+    plain = _run(FreezeThaw(configs, MAX_EPOCH, seed=3), curves, 20)
+    ft, repeated = FreezeThaw(configs, MAX_EPOCH, seed=3), []
+    for _ in range(20):
+        i, epoch = ft.ask()
+        state = ft.state()
+        assert ft.ask() == ft.ask() == (i, epoch) and ft.state() == state
+        ft.tell(i, epoch, float(curves[i, epoch - 1]))
+        repeated.append((i, epoch))
+    assert repeated == plain
+
+
+def test_a_tell_of_another_cell_keeps_the_pending_decision_and_the_generator() -> None:
+    """Unasked reports are recorded; the pending decision stays until its epoch is reported."""
+    configs, curves = _lookup(1)
+    ft = FreezeThaw(configs, MAX_EPOCH, seed=3, step=3)
+    i, epoch = ft.ask()
+    assert epoch == 3
+    other = (i + 1) % N_CONFIGS
+    rng_before = ft.state()["rng"]
+    for cell in [(other, 1), (i, 1), (i, 2)]:  # an unasked cell, then the epochs on the way
+        ft.tell(*cell, float(curves[cell[0], cell[1] - 1]))
+        assert ft.ask() == (i, epoch) and ft.state()["rng"] == rng_before
+    ft.tell(i, epoch, float(curves[i, epoch - 1]))
+    assert ft.state()["pending"] is None
+
+
 def test_good_configurations_get_the_training() -> None:
     """On curves whose asymptotes follow x, most epochs go to the better half of configurations."""
     configs, curves = _lookup(2)
@@ -136,7 +166,8 @@ def test_bad_construction_is_refused(kwargs: dict, message: str) -> None:
         FreezeThaw(**args)
 
 
-def test_exact_surrogate_is_the_reference_and_log_ei_is_scipys() -> None:
+def _surrogate_on_observations() -> tuple[torch.distributions.Normal, torch.Tensor, tuple]:
+    """The default exact surrogate fitted to 15 decisions; its predictive at every final epoch."""
     configs, curves = _lookup()
     ft = FreezeThaw(configs, MAX_EPOCH, seed=0)
     _run(ft, curves, 15)
@@ -145,12 +176,22 @@ def test_exact_surrogate_is_the_reference_and_log_ei_is_scipys() -> None:
     assert isinstance(surrogate, FreezeThawSurrogate)
     surrogate.fit(rows, values)
     query = torch.tensor([[*configs[i], 1.0] for i in range(N_CONFIGS)], dtype=torch.float64)
-    dist = surrogate.predict(query)
+    return surrogate.predict(query), values, (rows, query)
+
+
+def test_exact_surrogate_plumbs_its_rows_and_defaults_to_the_reference() -> None:
+    """Plumbing, not an oracle: the surrogate calls freeze_thaw_predictive at the defaults."""
+    dist, values, (rows, query) = _surrogate_on_observations()
     ref = freeze_thaw_predictive(rows, values, query, DEFAULT_FREEZE_THAW_HYPERPARAMETERS)
     np.testing.assert_allclose(dist.loc.numpy(), ref.mean.numpy(), atol=FLOAT64_ATOL, rtol=0)
     np.testing.assert_allclose(
         dist.variance.numpy(), ref.variance.numpy(), atol=FLOAT64_ATOL, rtol=0
     )
+
+
+def test_log_ei_is_scipys() -> None:
+    """log-EI of the surrogate's Gaussian against scipy's normal pdf and cdf (the oracle)."""
+    dist, values, _ = _surrogate_on_observations()
     tau = float(values.min())
     mu, sigma = dist.loc.numpy(), dist.scale.numpy()
     u = (tau - mu) / sigma

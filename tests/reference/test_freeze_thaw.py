@@ -27,6 +27,7 @@ from tests.conftest import FLOAT64_ATOL
 
 QUADRATURE_RTOL = 1e-8  # scipy quad of the Gamma mixture of exponentials
 DENSE_RTOL = 1e-8  # block form vs dense solve: float64, different factorisations of one matrix
+EXTRAPOLATION_ATOL = 1e-3  # a noiseless curve's value beyond what was seen (σ_n = σ_g = 1e-4)
 
 HYPERS = [
     FreezeThawHyperparameters(
@@ -227,16 +228,28 @@ def test_batch_equals_loop_and_context_order_is_irrelevant() -> None:
 
 
 def test_a_long_curve_pins_its_own_asymptote() -> None:
-    """With small noise and many epochs, the far future of a seen curve is near its last values."""
-    hyper = HYPERS[0]
-    s = torch.arange(1, 51, dtype=torch.float64) / 50
-    y = 0.2 + 0.3 * torch.exp(-5 * s)
-    x_ctx = torch.stack([torch.full_like(s, 0.5), torch.full_like(s, 0.5), s], dim=-1)
-    qry = torch.tensor([[0.5, 0.5, 1.0], [0.5, 0.5, 0.02], [0.1, 0.9, 1.0]], dtype=torch.float64)
-    pred = freeze_thaw_predictive(x_ctx, y, qry, hyper)
-    assert abs(float(pred.mean[0]) - float(y[-1])) < 3 * float(pred.variance[0].sqrt())
-    assert float(pred.variance[1]) < 2 * hyper.noise  # an observed cell: noise only, nearly
-    assert float(pred.variance[2]) > float(pred.variance[0])  # an unseen config is uncertain
+    """A curve f + a φ(s) seen on s <= 0.5 is extrapolated to s = 1 and to its asymptote f.
+
+    With curve noise σ_g² and observation noise tiny, the curve is the model's mean shape
+    with a known asymptote f and amplitude a (both away from their prior means), so its
+    value at s = 1 is f + a φ(1) and far beyond it f; φ comes from scipy quadrature here.
+    """
+    hyper = FreezeThawHyperparameters(mean=0.4, lengthscale=0.5, outputscale=0.02,
+                                      curve_scale=1e-8, alpha=1.5, beta=0.3, noise=1e-8,
+                                      amplitude_mean=0.6, amplitude_var=0.09)  # fmt: skip
+    f, a = 0.12, 0.45
+    s = np.arange(1, 51) / 100  # epoch fractions 0.01..0.5: the second half is never seen
+    y = f + a * _basis(s, hyper)
+    x_ctx = np.stack([np.full_like(s, 0.5), np.full_like(s, 0.5), s], axis=-1)
+    qry = np.array([[0.5, 0.5, 1.0], [0.5, 0.5, 1e4], [0.5, 0.5, 0.02], [0.1, 0.9, 1.0]])
+    pred = freeze_thaw_predictive(_t(x_ctx), _t(y), _t(qry), hyper)
+    at_one = f + a * _basis_at(hyper.alpha, hyper.beta, 1.0)
+    assert abs(float(pred.mean[0]) - at_one) < EXTRAPOLATION_ATOL
+    assert abs(float(pred.mean[1]) - f) < EXTRAPOLATION_ATOL
+    prior = freeze_thaw_predictive(_t(x_ctx[:0]), _t(y[:0]), _t(qry[:1]), hyper)
+    assert abs(float(prior.mean[0]) - at_one) > 10 * EXTRAPOLATION_ATOL  # the data did it
+    assert float(pred.variance[2]) < 2 * hyper.noise  # an observed cell: noise only, nearly
+    assert float(pred.variance[3]) > float(pred.variance[0])  # an unseen config is uncertain
 
 
 def test_bad_inputs_are_refused() -> None:

@@ -33,6 +33,7 @@ from pfnkit.robustness import (
 )
 from pfnkit.robustness.attacks import attack_context, data_scale, exact_gp_predictor
 from pfnkit.robustness.pgd import ball_norm
+from pfnkit.robustness.tables import robustness_table
 from pfnkit.robustness.tp_exact import StudentTPredictive, exact_student_t_predictor
 from priors.gp import GPPrior, GPPriorConfig
 from priors.student_t import StudentTPrior, StudentTPriorConfig
@@ -175,7 +176,10 @@ def test_an_exact_stand_in_has_no_gap_and_a_growing_kl() -> None:
     assert bool((kl_EB[0] == 0).all()) and bool((kl_EB[1:] >= kl_EB[:-1]).all())
     assert bool((kl_EB[-1] > 0).all())
     (table,) = ATTACKS["tp-exact"].tables(report)
-    assert isinstance(table, Table) and "exact Student-t process" in str(table.title)
+    assert isinstance(table, Table) and "vs exact Student-t process:" in str(table.title)
+    assert "exact GP" not in str(table.title)
+    default = robustness_table(report)  # the builder's own default names the GP
+    assert "vs exact GP:" in str(default.title)
 
 
 def test_tp_exact_refuses_gp_priors_and_posterior_models() -> None:
