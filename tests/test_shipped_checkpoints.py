@@ -42,6 +42,21 @@ def test_gp_checkpoint_meets_its_card_tolerance_against_the_exact_gp(name: str) 
 
 
 @pytest.mark.slow
+def test_tp_rbf_meets_its_card_against_the_exact_student_t_process() -> None:
+    """The card's two bounds (mean NLL gap, worst 90% coverage error) on tasks it never saw."""
+    from pfnkit.validation.tp_exact import validate_against_exact_student_t
+
+    ckpt = load_checkpoint("tp-rbf")
+    prior = priors.make_prior(ckpt.card["prior_name"], ckpt.card["prior_config"])
+    report = validate_against_exact_student_t(
+        ckpt.model, prior, checkpoint=ckpt.name, n_tasks=256, seed=2024,
+        tolerances=ckpt.card["tolerances"],
+    )  # fmt: skip
+    assert set(ckpt.card["tolerances"]) == {"nll_gap_mean", "coverage90_error_max"}
+    assert report.passed, report.to_dict()
+
+
+@pytest.mark.slow
 def test_the_fisher_regularised_checkpoint_moves_less_under_attack() -> None:
     """Same tasks and attack: gp-rbf-robust's worst-case KL ratio to exact is the lower."""
     import torch
