@@ -19,10 +19,9 @@ from torch import nn
 from torch.distributions import Distribution
 
 from pfnkit.data import Batch, GPRegressionPrior, Prior
-from pfnkit.metrics import mean_or_none
 from pfnkit.reference.exact_gp import GPHyperparameters, exact_gp_predictive
 from pfnkit.report import Check, Report
-from pfnkit.validation.per_size import SizeResult, score_sizes, size_figures
+from pfnkit.validation.per_size import GapReport, SizeResult, score_sizes, size_figures
 from pfnkit.validation.plots import plot_gp_bands, plot_nll_by_size
 from pfnkit.validation.registry import ValidationOptions, register_validator
 from pfnkit.validation.tables import gp_exact_tables
@@ -44,20 +43,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GPValidationReport(Report):
-    """All context sizes, plus the tolerances the checkpoint card declares."""
-
-    checkpoint: str
-    sizes: list[SizeResult]
-    tolerances: dict[str, float]
-
-    @property
-    def mean_gap(self) -> float | None:
-        return mean_or_none([s.gap for s in self.sizes])
-
-    @property
-    def max_gap(self) -> float | None:
-        return max((s.gap for s in self.sizes), default=None)
+class GPValidationReport(GapReport):
+    """Gates the mean and the worst per-size PFN − exact GP NLL gap."""
 
     def checks(self) -> list[Check]:
         """Mean and worst per-size PFN - exact NLL gap; a tolerance the card lacks is not gated."""

@@ -129,13 +129,9 @@ def coverage90_error(size: SizeResult) -> float:
 
 
 @dataclass(frozen=True)
-class SizeValidationReport(Report):
-    """All context sizes, plus the tolerances the checkpoint card declares.
-
-    Gates ``nll_gap_mean`` (mean over sizes of PFN NLL − exact NLL) and
-    ``coverage90_error_max`` (worst per-size `coverage90_error`); a tolerance the card
-    lacks is shown but not gated.
-    """
+class GapReport(Report):
+    """All context sizes, plus the tolerances the checkpoint card declares; the mean and
+    worst per-size NLL gap. Subclasses choose which figures they gate (`checks`)."""
 
     checkpoint: str
     sizes: list[SizeResult]
@@ -148,6 +144,14 @@ class SizeValidationReport(Report):
     @property
     def max_gap(self) -> float | None:
         return max((s.gap for s in self.sizes), default=None)
+
+
+@dataclass(frozen=True)
+class SizeValidationReport(GapReport):
+    """Gates ``nll_gap_mean`` (mean over sizes of PFN NLL − exact NLL) and
+    ``coverage90_error_max`` (worst per-size `coverage90_error`); a tolerance the card
+    lacks is shown but not gated.
+    """
 
     @property
     def coverage90_error_max(self) -> float | None:
