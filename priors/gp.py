@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from pfnkit.data import Batch
-from priors.gp_kernels import KERNELS, kernel_matrix
+from priors.gp_kernels import KERNELS, kernel_matrix, linear_kernel_matrix
 from priors.hyperprior import Hyperprior
 
 # KERNELS, kernel_matrix (priors.gp_kernels) and Hyperprior (priors.hyperprior) are
@@ -92,6 +92,10 @@ class GPPriorConfig:
         feature_rescale: "none", or "sqrt" to multiply the used features by √(D / d);
             a checkpoint's card must then declare ``pad_rescale = "sqrt"`` in its
             data_mapping so the estimators do the same.
+        linear_weight: None (no linear part), or the hyperprior of λ_j: every used feature
+            draws one, and f gains a linear term z·β with β_j ~ N(0, σ_f² λ_j / d) over the
+            inputs z before ``feature_rescale`` (so the linear part's variance is σ_f² times
+            the mean λ_j). ``meta["linear_variance"]`` holds the v_j of the returned x.
     """
 
     kernel: str = "rbf"
@@ -105,6 +109,7 @@ class GPPriorConfig:
     x_distribution: str = "uniform"
     lengthscale_scaling: str = "none"
     feature_rescale: str = "none"
+    linear_weight: Hyperprior | None = None
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
@@ -138,12 +143,14 @@ class GPPriorConfig:
         object.__setattr__(self, "lengthscale", scales)
         object.__setattr__(self, "outputscale", Hyperprior.coerce(self.outputscale))
         object.__setattr__(self, "noise", Hyperprior.coerce(self.noise))
+        if self.linear_weight is not None:
+            object.__setattr__(self, "linear_weight", Hyperprior.coerce(self.linear_weight))
 
     @property
     def has_hyperpriors(self) -> bool:
         """True when any hyperparameter is drawn per task (the Bayes reference is then NUTS)."""
-        drawn = (*self.lengthscale, self.outputscale, self.noise)
-        return any(h.family != "fixed" for h in drawn)
+        drawn = (*self.lengthscale, self.outputscale, self.noise, self.linear_weight)
+        return any(h is not None and h.family != "fixed" for h in drawn)
 
     @classmethod
     def general_purpose(cls, num_features: int = 10, kernel: str = "matern52") -> GPPriorConfig:
@@ -232,6 +239,8 @@ class GPPrior:
         d_scaled = "sqrt" in (cfg.lengthscale_scaling, cfg.feature_rescale)
         if cfg.num_features_min < cfg.num_features and d_scaled:
             drawn["lengthscale"] = "scaled by the drawn feature count"
+        if cfg.linear_weight is not None:
+            drawn["linear_weight"] = "a linear part, which the exact GP reference lacks"
         if drawn:
             raise ValueError(
                 f"this GP prior draws hyperparameters per task ({drawn}), so its tasks come "
@@ -279,11 +288,15 @@ class GPPrior:
         lengthscale = torch.stack(
             [h.sample((batch_size,), generator) for h in cfg.lengthscale], dim=-1
         )
-        return {
+        hyper = {
             "lengthscale": lengthscale,
             "outputscale": cfg.outputscale.sample((batch_size,), generator),
             "noise": cfg.noise.sample((batch_size,), generator),
         }
+        if cfg.linear_weight is not None:  # drawn last: the other draws keep their stream
+            shape = (batch_size, cfg.num_features)
+            hyper["linear_weight"] = cfg.linear_weight.sample(shape, generator)
+        return hyper
 
     def _used_features(
         self, batch_size: int, num_used_features: int | None, generator: torch.Generator
@@ -337,7 +350,8 @@ class GPPrior:
         """Draw tasks; ``num_used_features`` fixes d for every task (else d is drawn).
 
         ``meta`` holds "lengthscale" (B, D) in the units of the returned x (after the
-        d-scalings), "outputscale" (B,), "noise" (B,) and "num_used_features" (B,).
+        d-scalings), "outputscale" (B,), "noise" (B,) and "num_used_features" (B,); with a
+        linear part also "linear_weight" (λ, B × D) and "linear_variance" (v, B × D).
         """
         cfg = self.config
         hyper = self.sample_hyperparameters(batch_size, generator)
@@ -359,6 +373,10 @@ class GPPrior:
             x_BTD = x_BTD * (used_BD * x_scale_B1)[:, None, :]
         cov_BTT = kernel_matrix(cfg.kernel, x_BTD, x_BTD, lengthscale_BD, hyper["outputscale"])
         cov_BTT = cov_BTT + hyper["noise"][:, None, None] * torch.eye(t, dtype=torch.float64)
+        if cfg.linear_weight is not None:  # v_j = σ_f² λ_j / (d s²) in the units of x = s z
+            v_BD = hyper["outputscale"][:, None] * hyper["linear_weight"] * used_BD
+            hyper["linear_variance"] = v_BD / (d_B1 * x_scale_B1**2)
+            cov_BTT = cov_BTT + linear_kernel_matrix(x_BTD, x_BTD, hyper["linear_variance"])
         z_BT1 = torch.randn(batch_size, t, 1, generator=generator, dtype=torch.float64)
         y_BT = (_cholesky_with_jitter(cov_BTT) @ z_BT1).squeeze(-1).float()
         x_BTD = x_BTD.float()

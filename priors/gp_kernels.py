@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["KERNELS", "kernel_matrix"]
+__all__ = ["KERNELS", "kernel_matrix", "linear_kernel_matrix"]
 
 KERNELS = ("rbf", "matern12", "matern32", "matern52")
 
@@ -38,3 +38,8 @@ def kernel_matrix(
         else:
             raise ValueError(f"unknown kernel {kernel!r}; choose from {KERNELS}")
     return outputscale_B[:, None, None] * k_BNM
+
+
+def linear_kernel_matrix(x1_BND: Tensor, x2_BMD: Tensor, weight_variance_BD: Tensor) -> Tensor:
+    """Linear ARD kernel sum_j v_j x1_j x2_j of shape (B, N, M): f(x) = x·β, β_j ~ N(0, v_j)."""
+    return torch.einsum("bnd,bmd->bnm", x1_BND * weight_variance_BD[:, None, :], x2_BMD)
