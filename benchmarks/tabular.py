@@ -272,8 +272,8 @@ def pfn_options(estimator: type, args: argparse.Namespace, **fixed: Any) -> dict
 
 
 def _shown_params(pfn: Any) -> dict[str, Any]:
-    shown = ("checkpoint", "n_estimators", "preprocessing", "dtype", "class_permutations")
-    return {k: v for k, v in pfn.get_params().items() if k in shown}
+    varying = ("categorical_features", "random_state")  # set per split and table
+    return {k: v for k, v in pfn.get_params().items() if k not in varying}
 
 
 def _task_output(records: list[dict], methods: tuple, metrics: tuple, columns: dict) -> dict:

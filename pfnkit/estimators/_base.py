@@ -28,6 +28,7 @@ from torch.distributions import Distribution
 
 from pfnkit.checkpoint import Checkpoint, load_checkpoint
 from pfnkit.estimators.ensemble import (
+    AUTO_PREPROCESSING,
     PAD_RESCALES,
     FeatureViews,
     draw_feature_orders,
@@ -250,11 +251,21 @@ class CheckpointEstimator(BaseEstimator):
             raise ValueError(f"softmax_temperature must be 'auto' or a positive number, got {t!r}")
         return float(t)
 
+    _DROP_CONSTANT_COLUMNS = False  # on a card that standardizes and pads (see `_fit_table`)
+    _AUTO_PREPROCESSING = AUTO_PREPROCESSING  # preprocessing="auto" on a standardizing card
+
     def _fit_table(self, X: np.ndarray) -> np.ndarray:
-        """Fit `preprocessor_` on the validated table X; return its float64 features."""
+        """Fit `preprocessor_` on the validated table X; return its float64 features.
+
+        Columns constant over the context are dropped when the subclass says so and the
+        card standardizes features and pads missing ones (the model takes fewer).
+        """
+        spec = self.checkpoint_.data_mapping
+        pads = spec.get("x") == "standardize" and spec.get("features") == "pad"
         self.preprocessor_ = TablePreprocessor(
             categorical_features=self.categorical_features,
             column_names=getattr(self, "feature_names_in_", None),
+            drop_constant=self._DROP_CONSTANT_COLUMNS and pads,
         ).fit(X)
         return self.preprocessor_.transform(X)
 
@@ -265,7 +276,9 @@ class CheckpointEstimator(BaseEstimator):
         """
         spec = self.checkpoint_.data_mapping
         width = self.checkpoint_.model.config.num_features
-        methods = resolve_preprocessing(self.preprocessing, spec.get("x", "identity"))
+        methods = resolve_preprocessing(
+            self.preprocessing, spec.get("x", "identity"), self._AUTO_PREPROCESSING
+        )
         orders = draw_feature_orders(x.shape[1], width, n_views, rng)
         layout = view_layout(len(orders), len(methods), n_views)
         if x.shape[1] > width:
@@ -277,7 +290,7 @@ class CheckpointEstimator(BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        categorical = self.preprocessor_.categorical_[~self.preprocessor_.empty_]
+        categorical = self.preprocessor_.categorical_[self.preprocessor_.kept_]
         self.views_ = FeatureViews(
             orders=orders,
             methods=methods,

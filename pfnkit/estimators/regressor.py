@@ -90,9 +90,10 @@ class PFNRegressor(RegressorMixin, CheckpointEstimator):
     * a context larger than trained: it is used whole, with a `UserWarning`.
 
     Args:
-        checkpoint: short name or path of a regression checkpoint. The default, "gp", is
-            the general-purpose GP regressor (Matérn-5/2 with hyperpriors, 1 to 10
-            standardized features); "gp-rbf" is a fixed 1-feature RBF GP on [0, 1].
+        checkpoint: short name or path of a regression checkpoint. The default, "gp-lin",
+            is the general-purpose GP regressor (Matérn-5/2 plus a linear part, with
+            hyperpriors, 1 to 10 standardized features); "gp" is the same without the
+            linear part; "gp-rbf" is a fixed 1-feature RBF GP on [0, 1].
         device: torch device for the model.
         dtype: the network's precision: "float32" (default) or "float64", about twice as
             slow on a CPU (benchmarks/inference.py). Measured on real-scale tables, float32
@@ -134,7 +135,7 @@ class PFNRegressor(RegressorMixin, CheckpointEstimator):
 
     def __init__(
         self,
-        checkpoint: str = "gp",
+        checkpoint: str = "gp-lin",
         device: str = "cpu",
         dtype: str = "float32",
         query_chunk_size: int = 4096,

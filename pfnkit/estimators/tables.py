@@ -18,6 +18,10 @@ makes of a DataFrame) into float64 features, one column per input column it keep
   all in the context carries no information: it is dropped, with a `UserWarning` that
   names it, and ignored at predict time too. Infinity is not a missing value: it is a
   `ValueError` that names the columns.
+* **Constant columns** (`drop_constant=True`): a column with one value in every context
+  row (no missing ones) carries no information either; it is dropped, silently, and
+  ignored at predict time, whatever its values there. Standardized, it would read 0 in
+  the context and (x - value) / 1 in the queries: shifts the model never saw explained.
 
 The checkpoint card's feature mapping (e.g. "standardize") applies afterwards, to every
 column, as the prior standardizes its categorical codes too.
@@ -111,10 +115,14 @@ class TablePreprocessor:
     Args:
         categorical_features: "auto", column indices or a boolean mask (module docstring).
         column_names: names for messages (e.g. a DataFrame's `feature_names_in_`).
+        drop_constant: drop the columns that hold one value in every context row.
 
     Attributes (after `fit`):
         categorical_: (d,) bool mask of the categorical columns.
         empty_: (d,) bool mask of the columns without a value in the context (dropped).
+        constant_: (d,) bool mask of the constant columns dropped (none unless
+            `drop_constant`).
+        kept_: (d,) bool mask of the columns `transform` returns.
         encoder_: the fitted `OrdinalEncoder` of the categorical columns kept, or None.
     """
 
@@ -123,12 +131,14 @@ class TablePreprocessor:
         *,
         categorical_features: str | Sequence[int] | Sequence[bool] | np.ndarray = "auto",
         column_names: np.ndarray | None = None,
+        drop_constant: bool = False,
     ) -> None:
         self.categorical_features = categorical_features
         self.column_names = column_names
+        self.drop_constant = drop_constant
 
     def fit(self, X: np.ndarray) -> TablePreprocessor:
-        """Learn the categories of X and which of its columns are empty."""
+        """Learn the categories of X and which of its columns are empty (or constant)."""
         self.categorical_ = categorical_columns(X, self.categorical_features)
         self._check_strings(X)
         missing = self._check_missing(X)
@@ -146,7 +156,13 @@ class TablePreprocessor:
                 UserWarning,
                 stacklevel=4,
             )
-        kept = self.categorical_ & ~self.empty_
+        self.constant_ = np.zeros(X.shape[1], dtype=bool)
+        if self.drop_constant:
+            self.constant_ = ~missing.any(axis=0) & np.array(
+                [len(set(X[:, j].tolist())) <= 1 for j in range(X.shape[1])], dtype=bool
+            )
+        self.kept_ = ~self.empty_ & ~self.constant_
+        kept = self.categorical_ & self.kept_
         self.encoder_ = None
         if kept.any():
             codes = np.where(missing[:, kept], np.nan, X[:, kept]).astype(object)
@@ -156,17 +172,17 @@ class TablePreprocessor:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """(n, number of kept columns) float64 features, NaN where missing, in X's order."""
+        """(n, number of `kept_` columns) float64 features, NaN where missing, in X's order."""
         self._check_strings(X)
         missing = self._check_missing(X)
         out = np.empty(X.shape, dtype=np.float64)
         numeric = ~self.categorical_
         out[:, numeric] = np.where(missing[:, numeric], np.nan, X[:, numeric]).astype(np.float64)
-        kept = self.categorical_ & ~self.empty_
+        kept = self.categorical_ & self.kept_
         if self.encoder_ is not None:
             codes = np.where(missing[:, kept], np.nan, X[:, kept]).astype(object)
             out[:, kept] = self.encoder_.transform(codes)
-        return out[:, ~self.empty_]
+        return out[:, self.kept_]
 
     def _check_strings(self, X: np.ndarray) -> None:
         columns = np.flatnonzero(~self.categorical_)

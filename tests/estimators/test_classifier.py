@@ -79,7 +79,8 @@ def test_one_relabelling_reads_the_raw_model(clf3: str) -> None:
     x, y = _data(n_classes=2)
     x_test = np.random.default_rng(1).normal(size=(5, 2))
     clf = PFNClassifier(checkpoint=clf3, class_permutations=1, n_estimators=1,
-                        preprocessing="none", dtype="float64").fit(x, y)  # fmt: skip
+                        preprocessing="none", softmax_temperature=1.0,
+                        dtype="float64").fit(x, y)  # fmt: skip
     model = clf.checkpoint_.model
     loc, scale = x.mean(axis=0), x.std(axis=0)
 
@@ -154,7 +155,8 @@ def test_wrong_feature_counts_are_rejected(clf3: str) -> None:
     x, y = _data()
     # more features than the checkpoint reads: random subsets (test_classifier_tables.py)
     with pytest.warns(UserWarning, match="X has 4 features but checkpoint 'clf3' reads at most 3"):
-        PFNClassifier(checkpoint=clf3).fit(np.zeros((6, 4)), np.arange(6) % 2)
+        wide = np.random.default_rng(0).normal(size=(6, 4))  # (constant columns are dropped)
+        PFNClassifier(checkpoint=clf3).fit(wide, np.arange(6) % 2)
     clf = PFNClassifier(checkpoint=clf3).fit(x, y)
     with pytest.raises(ValueError, match="features"):
         clf.predict(np.zeros((2, 3)))
@@ -219,5 +221,10 @@ def test_out_of_memory_names_the_knobs(clf3: str, monkeypatch) -> None:
     with pytest.raises(MemoryError, match=r"PFNClassifier\(query_chunk_size=16\)"):
         clf.predict_proba(x)
     monkeypatch.setattr(model_cls, "encode_context", fail)
-    with pytest.raises(MemoryError, match=r"n_estimators or fewer class_permutations \(now 8"):
+    # 3 classes, 2 columns: 2 orders × 3 transforms, each view with one of the 3! relabellings
+    with pytest.raises(MemoryError, match=r"n_estimators or fewer class_permutations \(now 6"):
+        clf.fit(x, y)
+    monkeypatch.undo()
+    monkeypatch.setattr(model_cls, "forward", fail)  # the temperature's cross-validation
+    with pytest.raises(MemoryError, match=r"cross-validating.*pass softmax_temperature=1.0"):
         clf.fit(x, y)

@@ -12,9 +12,12 @@ import torch
 
 from pfnkit import PFNClassifier
 from pfnkit.checkpoint import save_checkpoint
+from pfnkit.estimators.calibration import LOG_TEMPERATURE_PRIOR_STD
+from pfnkit.estimators.ensemble import PREPROCESSINGS
 from pfnkit.estimators.tables import UNKNOWN_CATEGORY_CODE
 from pfnkit.models import PFNConfig
 from tests.conftest import FLOAT64_ATOL
+from tests.estimators.test_calibration import OPTIMIZER_ATOL, _brent, _folds_oracle
 from tests.helpers import make_tiny_pfn
 
 WIDTH, N_CLASSES = 4, 4  # the random checkpoint reads 4 features, has 4 class outputs
@@ -45,7 +48,8 @@ def _table(n: int = 30, d: int = 3, n_classes: int = 4, seed: int = 0):
 
 
 def _loop_oracle(clf: PFNClassifier, x: np.ndarray, y: np.ndarray, x_test: np.ndarray):
-    """Members one by one through the uncached forward pass, standardized by hand."""
+    """(E, m, C) member probabilities, one by one through the uncached forward pass,
+    standardized by hand."""
     model = clf.checkpoint_.model
     loc, scale = x.mean(axis=0), x.std(axis=0)
     _, y_index = np.unique(y, return_inverse=True)
@@ -64,16 +68,30 @@ def _loop_oracle(clf: PFNClassifier, x: np.ndarray, y: np.ndarray, x_test: np.nd
         with torch.no_grad():
             logits = model(inputs(x), labels, inputs(x_test)).logits[0]
         members.append(torch.softmax(logits[:, perm], dim=-1).numpy())
-    return np.mean(members, axis=0)
+    return np.array(members)
+
+
+def _pooled(members_EMC: np.ndarray, pooling: str, temperature: float = 1.0) -> np.ndarray:
+    """The pool of member probabilities, by hand: p ∝ pool^(1/T)."""
+    if pooling == "linear":
+        pool = members_EMC.mean(axis=0)
+    else:  # the geometric mean
+        pool = np.exp(np.log(members_EMC).mean(axis=0))
+    sharpened = pool ** (1 / temperature)
+    return sharpened / sharpened.sum(axis=1, keepdims=True)
 
 
 @pytest.mark.parametrize("d", [3, 6])  # fewer features than the model reads, and more
-@pytest.mark.parametrize("relabellings", [2, "auto"])  # a grid, and one relabelling per view
-def test_ensemble_equals_a_loop_over_its_members(clf4: str, d: int, relabellings) -> None:
+# a grid, and one relabelling per view; each with one of the pools
+@pytest.mark.parametrize(("relabellings", "pooling"), [(2, "linear"), ("auto", "log")])
+def test_ensemble_equals_a_loop_over_its_members(
+    clf4: str, d: int, relabellings, pooling: str
+) -> None:
     x, y = _table(d=d)
     x_test = np.random.default_rng(1).normal(size=(7, d))
     clf = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=relabellings,
-                        preprocessing="none", query_chunk_size=3, dtype="float64")  # fmt: skip
+                        preprocessing="none", query_chunk_size=3, dtype="float64",
+                        pooling=pooling, softmax_temperature=1.0)  # fmt: skip
     with pytest.warns(UserWarning) if d > WIDTH else contextlib.nullcontext():
         clf.fit(x, y)
     n_views = len(clf.views_.layout)
@@ -84,7 +102,7 @@ def test_ensemble_equals_a_loop_over_its_members(clf4: str, d: int, relabellings
         assert len(clf.permutations_) == 8 and len(clf.members_) == 8
         np.testing.assert_array_equal(clf.members_[:, 1], np.arange(8))
         assert set(clf.members_[:, 0]) == set(range(n_views))
-    expected = _loop_oracle(clf, x, y, x_test)
+    expected = _pooled(_loop_oracle(clf, x, y, x_test), pooling)
     np.testing.assert_allclose(clf.predict_proba(x_test), expected, atol=FLOAT64_ATOL, rtol=0)
 
 
@@ -96,9 +114,10 @@ def test_transformed_members_equal_uncached_passes_on_their_views(
     x[::4, 1] = np.nan
     x_test = np.random.default_rng(1).normal(size=(5, 3))
     clf = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=2,
-                        softmax_temperature=temperature, dtype="float64").fit(x, y)  # fmt: skip
+                        preprocessing=PREPROCESSINGS, softmax_temperature=temperature,
+                        dtype="float64").fit(x, y)  # fmt: skip
     methods = {clf.views_.methods[m] for m in clf.views_.layout[:, 1]}
-    assert methods == {"none", "quantile", "power", "robust"}
+    assert methods == set(PREPROCESSINGS) and clf.temperature_ == temperature
     ctx, qry = clf.views_.transform(x), clf.views_.transform(x_test)
     members = []
     for view, relabelling in clf.members_:
@@ -108,9 +127,9 @@ def test_transformed_members_equal_uncached_passes_on_their_views(
             logits = clf.checkpoint_.model(
                 torch.as_tensor(ctx[view])[None], labels, torch.as_tensor(qry[view])[None]
             ).logits[0]
-        members.append(torch.softmax(logits[:, perm] / temperature, dim=-1).numpy())
-    np.testing.assert_allclose(clf.predict_proba(x_test), np.mean(members, axis=0),
-                               atol=FLOAT64_ATOL, rtol=0)  # fmt: skip
+        members.append(torch.softmax(logits[:, perm], dim=-1).numpy())
+    expected = _pooled(np.array(members), "log", temperature)
+    np.testing.assert_allclose(clf.predict_proba(x_test), expected, atol=FLOAT64_ATOL, rtol=0)
 
 
 def test_predictions_are_invariant_to_the_order_of_context_rows(clf4: str) -> None:
@@ -228,3 +247,65 @@ def test_bad_options_are_clear_errors(clf4: str) -> None:
         PFNClassifier(checkpoint=clf4, softmax_temperature=0).fit(x, y)
     with pytest.raises(ValueError, match="categorical_features must be 'auto'"):
         PFNClassifier(checkpoint=clf4, categorical_features="all").fit(x, y)
+
+
+def test_auto_temperature_is_fitted_to_cross_validated_members(clf4: str) -> None:
+    """The loop oracle: each fold's members one by one, their log pool by hand, and the MAP
+    temperature by another optimizer."""
+    x, y = _table(n=33, d=3)
+    x_test = np.random.default_rng(1).normal(size=(6, 3))
+    clf = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=2,
+                        dtype="float64").fit(x, y)  # fmt: skip
+    views = clf.views_.transform(x)
+    fold_of = _folds_oracle(x, y, 5)
+    folds = np.array([fold_of[(tuple(row), int(c))] for row, c in zip(x, y, strict=True)])
+    pooled, targets = [], []
+    for k in range(5):
+        train, held = folds != k, folds == k
+        log_p = []
+        for view, relabelling in clf.members_:
+            perm = clf.permutations_[relabelling]
+            labels = torch.as_tensor(perm[y[train]], dtype=torch.float64)[None]
+            ctx, qry = (torch.as_tensor(views[view][rows])[None] for rows in (train, held))
+            with torch.no_grad():
+                logits = clf.checkpoint_.model(ctx, labels, qry).logits[0][:, perm]
+            log_p.append(torch.log_softmax(logits, dim=-1).numpy())
+        mean = np.mean(log_p, axis=0)
+        pooled.append(mean - np.log(np.exp(mean).sum(axis=1, keepdims=True)))
+        targets.append(y[held])
+    log_t = _brent(np.concatenate(pooled), np.concatenate(targets), LOG_TEMPERATURE_PRIOR_STD)
+    assert abs(np.log(clf.temperature_) - log_t) < OPTIMIZER_ATOL
+    tempered = PFNClassifier(checkpoint=clf4, n_estimators=8, class_permutations=2,
+                             dtype="float64", softmax_temperature=clf.temperature_)  # fmt: skip
+    np.testing.assert_allclose(clf.predict_proba(x_test),
+                               tempered.fit(x, y).predict_proba(x_test),
+                               atol=FLOAT64_ATOL, rtol=0)  # fmt: skip
+
+
+def test_a_checkpoint_with_fixed_feature_units_keeps_temperature_one(tmp_path: Path) -> None:
+    config = PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_classes=2)
+    card = save_checkpoint(tmp_path / "fixed", make_tiny_pfn(config).double(), prior_name="bnn",
+                           prior_config={}, train_config={"n_ctx_max": 100},
+                           command="pytest fixture")  # fmt: skip
+    x, y = _table(n=30, d=3, n_classes=2)
+    x[:, 2] = 1.0  # constant, but the model reads exactly 3 columns in fixed units: kept
+    clf = PFNClassifier(checkpoint=str(card.with_suffix(".safetensors"))).fit(x, y)
+    assert clf.temperature_ == 1.0 and clf.preprocessor_.kept_.all()
+
+
+def test_constant_columns_are_dropped_as_if_absent(clf4: str) -> None:
+    x, y = _table(n=30, d=3)
+    constant = np.full(30, 7.5)
+    colour = np.full(30, "red", dtype=object)
+    holes = np.where(np.arange(30) % 4 == 0, np.nan, 2.0)  # one value, but its holes inform
+    table = np.column_stack([constant, x[:, 0], colour, x[:, 1:], holes]).astype(object)
+    clf = PFNClassifier(checkpoint=clf4, n_estimators=4, dtype="float64").fit(table, y)
+    np.testing.assert_array_equal(clf.preprocessor_.kept_, [0, 1, 0, 1, 1, 1])
+    queries = table[:5].copy()
+    queries[:, 0], queries[:, 2] = [-3.0, 0.0, 1e6, 7.5, 2.0], "blue"  # anything goes there
+    without = np.column_stack([x, holes])
+    expected = PFNClassifier(checkpoint=clf4, n_estimators=4, dtype="float64").fit(without, y)
+    np.testing.assert_allclose(clf.predict_proba(queries),
+                               expected.predict_proba(without[:5].astype(float)),
+                               atol=FLOAT64_ATOL, rtol=0)  # fmt: skip
+    assert clf.n_features_in_ == 6
