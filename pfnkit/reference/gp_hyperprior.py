@@ -19,6 +19,16 @@ Units: a task with d used features sees lengthscales ℓ = ``lengthscale_factor`
 in the units of the model's x, where the factor is √d under
 ``lengthscale_scaling = "sqrt"`` times √(D / d) under ``feature_rescale = "sqrt"``
 (see the module docstring of ``priors/gp.py``; here the rule is re-derived from the card).
+
+Linear part (a card whose ``linear_weight`` is not null): each used feature j has its own
+λ_j ~ ``linear_weight``, sampled by NUTS like the lengthscales, and f gains z·β with
+β_j ~ N(0, σ_f² λ_j / d) over the inputs z before ``feature_rescale``. The model sees
+x = s z on the used features (s² = D / d under ``feature_rescale = "sqrt"``, else 1), so
+z·β = Σ_j x_j β_j / s and the covariance gains Σ_j v_j x_j x'_j with
+
+    v_j = σ_f² λ_j · ``linear_factor``,   linear_factor = 1 / (d s²)
+
+(1 / D under the sqrt rescale, 1 / d without it). ``lengthscale_scaling`` does not touch it.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from torch import Tensor
 from torch.nn.functional import logsigmoid
 
 from pfnkit.reference.exact_gp import KERNELS, GPHyperparameters
+from pfnkit.reference.gp_cholesky import LinearGPHyperparameters
 
 __all__ = ["FAMILIES", "GPHyperprior", "ScalarHyperprior"]
 
@@ -166,9 +177,22 @@ def _scaling(prior_config: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _unit_factors(prior_config: Mapping[str, Any], d: int, total: int) -> dict[str, float]:
+    """lengthscale_factor and linear_factor of a task with d of D = total used features."""
+    lengthscale_factor, rescale_squared = 1.0, 1.0
+    if _scaling(prior_config, "lengthscale_scaling") == "sqrt":
+        lengthscale_factor *= math.sqrt(d)
+    if _scaling(prior_config, "feature_rescale") == "sqrt":
+        lengthscale_factor *= math.sqrt(total / d)
+        rescale_squared = total / d
+    return {"lengthscale_factor": lengthscale_factor, "linear_factor": 1.0 / (d * rescale_squared)}
+
+
 @dataclass(frozen=True, kw_only=True)
 class GPHyperprior:
     """Joint hyperprior of one task's GP on its d used features, in the model's x units.
+
+    φ orders the free hyperparameters as lengthscales, outputscale, noise, linear weights.
 
     Attributes:
         kernel: one of ``KERNELS``.
@@ -176,6 +200,8 @@ class GPHyperprior:
         outputscale: prior of the kernel variance.
         noise: prior of the observation-noise variance.
         lengthscale_factor: model-unit lengthscale = factor × drawn lengthscale.
+        linear_weight: one prior of λ_j per used feature, or () for no linear part.
+        linear_factor: the linear weight variance v_j = σ_f² λ_j × factor (model units).
     """
 
     kernel: str
@@ -183,6 +209,8 @@ class GPHyperprior:
     outputscale: ScalarHyperprior
     noise: ScalarHyperprior
     lengthscale_factor: float = 1.0
+    linear_weight: tuple[ScalarHyperprior, ...] = ()
+    linear_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
@@ -192,6 +220,14 @@ class GPHyperprior:
         if not self.lengthscale_factor > 0:
             raise ValueError(f"lengthscale_factor must be positive, got {self.lengthscale_factor}")
         object.__setattr__(self, "lengthscale", tuple(self.lengthscale))
+        object.__setattr__(self, "linear_weight", tuple(self.linear_weight))
+        if self.linear_weight and len(self.linear_weight) != len(self.lengthscale):
+            raise ValueError(
+                f"got {len(self.linear_weight)} linear weight priors for "
+                f"{len(self.lengthscale)} used features; pass one per feature, or none"
+            )
+        if not self.linear_factor > 0:
+            raise ValueError(f"linear_factor must be positive, got {self.linear_factor}")
 
     @classmethod
     def from_prior_config(
@@ -203,7 +239,8 @@ class GPHyperprior:
             prior_config: a card's ``prior_config`` for ``prior_name = "gp"``: kernel,
                 num_features, lengthscale (a list of per-feature entries, or one entry),
                 outputscale and noise, plus the optional num_features_min,
-                lengthscale_scaling and feature_rescale.
+                lengthscale_scaling, feature_rescale and linear_weight (one entry, which
+                every used feature draws its own λ_j from; absent or None: no linear part).
             num_used_features: d, within [num_features_min, num_features].
         """
         missing = {"kernel", "num_features", "lengthscale", "outputscale", "noise"}
@@ -223,17 +260,14 @@ class GPHyperprior:
         entries = list(raw) if isinstance(raw, (list, tuple)) else [raw] * total
         if len(entries) != total:
             raise ValueError(f"got {len(entries)} lengthscale entries for num_features={total}")
-        factor = 1.0
-        if _scaling(prior_config, "lengthscale_scaling") == "sqrt":
-            factor *= math.sqrt(d)
-        if _scaling(prior_config, "feature_rescale") == "sqrt":
-            factor *= math.sqrt(total / d)
+        linear = prior_config.get("linear_weight")  # absent (older cards) or None: no part
         return cls(
             kernel=prior_config["kernel"],
             lengthscale=tuple(ScalarHyperprior.from_plain(e) for e in entries[:d]),
             outputscale=ScalarHyperprior.from_plain(prior_config["outputscale"]),
             noise=ScalarHyperprior.from_plain(prior_config["noise"]),
-            lengthscale_factor=factor,
+            **_unit_factors(prior_config, d, total),
+            linear_weight=() if linear is None else (ScalarHyperprior.from_plain(linear),) * d,
         )
 
     @property
@@ -241,14 +275,20 @@ class GPHyperprior:
         return len(self.lengthscale)
 
     @property
+    def has_linear(self) -> bool:
+        """True when the GP has the linear part Σ_j v_j x_j x'_j."""
+        return bool(self.linear_weight)
+
+    @property
     def _all(self) -> tuple[ScalarHyperprior, ...]:
-        return (*self.lengthscale, self.outputscale, self.noise)
+        return (*self.lengthscale, self.outputscale, self.noise, *self.linear_weight)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
         """Names of the free (sampled) hyperparameters, in the order of φ."""
         names = [f"lengthscale[{j}]" for j in range(self.num_features)]
         names += ["outputscale", "noise"]
+        names += [f"linear_weight[{j}]" for j in range(len(self.linear_weight))]
         return tuple(n for n, h in zip(names, self._all, strict=True) if h.free)
 
     @property
@@ -271,11 +311,21 @@ class GPHyperprior:
                 values.append(torch.tensor(h.a, dtype=_DTYPE, device=phi_P.device))
         return values
 
-    def unpack(self, phi_P: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(lengthscale_d in model units, outputscale, noise), differentiable in φ."""
+    def unpack(self, phi_P: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(lengthscale_d, outputscale, noise, linear_variance_d) in model units at φ.
+
+        Differentiable in φ. ``linear_variance_d`` holds v_j = σ_f² λ_j × linear_factor,
+        or is None without a linear part; the tuple is the argument list of
+        `cholesky_lml_fn`'s likelihood.
+        """
         values = self._values(phi_P)
-        lengthscale_d = torch.stack(values[: self.num_features]) * self.lengthscale_factor
-        return lengthscale_d, values[-2], values[-1]
+        d = self.num_features
+        lengthscale_d = torch.stack(values[:d]) * self.lengthscale_factor
+        outputscale, noise = values[d], values[d + 1]
+        if not self.has_linear:
+            return lengthscale_d, outputscale, noise, None
+        weight_d = torch.stack(values[d + 2 :])
+        return lengthscale_d, outputscale, noise, outputscale * weight_d * self.linear_factor
 
     def log_prob(self, phi_P: Tensor) -> Tensor:
         """Log density of φ under the hyperprior (Jacobians included)."""
@@ -292,12 +342,19 @@ class GPHyperprior:
             return torch.zeros(n, 0, dtype=_DTYPE)
         return torch.stack(columns, dim=-1)
 
-    def to_gp_hyperparameters(self, phi_P: Tensor) -> GPHyperparameters:
-        """The exact GP's hyperparameters (model units) at φ."""
-        lengthscale_d, outputscale, noise = self.unpack(phi_P.detach())
-        return GPHyperparameters(
+    def to_gp_hyperparameters(self, phi_P: Tensor) -> GPHyperparameters | LinearGPHyperparameters:
+        """The exact GP's hyperparameters (model units) at φ.
+
+        `GPHyperparameters` (for gpytorch's `exact_gp_predictive`) without a linear part,
+        `LinearGPHyperparameters` (for `cholesky_gp_predictive`) with one.
+        """
+        lengthscale_d, outputscale, noise, linear_variance_d = self.unpack(phi_P.detach())
+        stationary = GPHyperparameters(
             lengthscale=lengthscale_d,
             outputscale=float(outputscale),
             noise=float(noise),
             kernel=self.kernel,
         )
+        if linear_variance_d is None:
+            return stationary
+        return LinearGPHyperparameters(stationary=stationary, linear_variance=linear_variance_d)

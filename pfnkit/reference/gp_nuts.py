@@ -1,19 +1,22 @@
 """The Bayes-optimal GP predictive under hyperpriors: NUTS over the hyperparameters.
 
 For one context set, NUTS samples the posterior of the GP's unconstrained hyperparameters
-φ (log-lengthscales, log-outputscale, log-noise, or their logistic counterparts; see
-`GPHyperprior`):
+φ (log-lengthscales, log-outputscale, log-noise, log linear weights when the prior has a
+linear part, or their logistic counterparts; see `GPHyperprior`):
 
     log p(φ | x, y) = log p(φ) + log p(y | x, φ) + const,
 
 with the hyperprior density from the checkpoint card (`GPHyperprior`) and the exact
-marginal likelihood in float64 (`cholesky_lml_fn`: one Cholesky factorisation in plain
-torch, which equals gpytorch's `log_marginal_likelihood_fn` to rounding, a test checks, at a
-third of its cost per gradient on small contexts). The
+marginal likelihood in float64 (`cholesky_lml_fn` in `pfnkit.reference.gp_cholesky`: one
+Cholesky factorisation in plain torch, which equals gpytorch's `log_marginal_likelihood_fn`
+to rounding, a test checks, at a third of its cost per gradient on small contexts; it
+includes the linear part Σ_j v_j x_j x'_j when there is one). The
 posterior predictive at query points is the equal-weight mixture of the exact GP
 predictives at a thinned set of draws, p(y* | x*, x, y) ≈ (1/K) Σ_k N(y*; μ_k, σ_k²),
-scored with `mc_predictive_log_prob`. NUTS runs on φ whitened around its mode
-(`laplace_whitening`, a linear map, so the draws stay exact), which cuts the leapfrog steps
+scored with `mc_predictive_log_prob`: gpytorch's `exact_gp_predictive` for a stationary
+GP, `cholesky_gp_predictive` when there is a linear part (gpytorch's LinearKernel has one
+variance for all features, the prior one per feature). NUTS runs on φ whitened around its
+mode (`laplace_whitening`, a linear map, so the draws stay exact), which cuts the leapfrog steps
 per draw several-fold. A run is trusted only when `run_nuts`'s R-hat, ESS and time-cap
 gates pass, evaluated on φ; untrusted runs are returned, flagged, never dropped.
 """
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,7 +34,12 @@ from torch import Tensor
 from torch.distributions import Distribution, Normal, constraints
 
 from pfnkit.data import check_finite
-from pfnkit.reference.exact_gp import KERNELS, exact_gp_predictive
+from pfnkit.reference.exact_gp import exact_gp_predictive
+from pfnkit.reference.gp_cholesky import (
+    LinearGPHyperparameters,
+    cholesky_gp_predictive,
+    cholesky_lml_fn,
+)
 from pfnkit.reference.gp_hyperprior import GPHyperprior
 from pfnkit.reference.laplace import Whitening, laplace_whitening
 from pfnkit.reference.mcmc import NUTSConfig, NUTSResult, mc_predictive_log_prob, run_nuts
@@ -143,79 +150,37 @@ class GPHyperPosterior:
         return self.nuts.reason
 
     def hyperparameters(self) -> dict[str, Tensor]:
-        """The thinned draws in model units: lengthscale (K, d), outputscale (K,), noise (K,)."""
+        """The thinned draws in model units.
+
+        Returns:
+            lengthscale (K, d), outputscale (K,), noise (K,), and with a linear part also
+            linear_variance (the v_j, K × d).
+        """
         unpacked = [self.hyperprior.unpack(phi_P) for phi_P in self.draws_KP]
-        return {
+        drawn = {
             "lengthscale": torch.stack([u[0] for u in unpacked]),
             "outputscale": torch.stack([u[1] for u in unpacked]),
             "noise": torch.stack([u[2] for u in unpacked]),
         }
+        if self.hyperprior.has_linear:
+            drawn["linear_variance"] = torch.stack([u[3] for u in unpacked])
+        return drawn
 
     def predictive(self, x_qry_MD: Tensor) -> GaussianMixturePredictive:
         """The posterior predictive of y at the query inputs (model units, used features)."""
         means, variances = [], []
         x_qry_MD = x_qry_MD.to(_DTYPE)
         for phi_P in self.draws_KP:
-            gp = exact_gp_predictive(
-                self.x_ctx_ND, self.y_ctx_N, x_qry_MD, self.hyperprior.to_gp_hyperparameters(phi_P)
+            hyper = self.hyperprior.to_gp_hyperparameters(phi_P)
+            exact = (
+                cholesky_gp_predictive
+                if isinstance(hyper, LinearGPHyperparameters)
+                else exact_gp_predictive
             )
+            gp = exact(self.x_ctx_ND, self.y_ctx_N, x_qry_MD, hyper)
             means.append(gp.mean)
             variances.append(gp.variance)
         return GaussianMixturePredictive(torch.stack(means), torch.stack(variances))
-
-
-def _kernel_of_distance(kernel: str, r: Tensor) -> Tensor:
-    """k(r) / outputscale for the scaled distance r = |(x - x') / lengthscale|."""
-    if kernel == "rbf":
-        return torch.exp(-0.5 * r * r)
-    if kernel == "matern12":
-        return torch.exp(-r)
-    if kernel == "matern32":
-        s = math.sqrt(3.0) * r
-        return (1.0 + s) * torch.exp(-s)
-    s = math.sqrt(5.0) * r  # matern52
-    return (1.0 + s + s * s / 3.0) * torch.exp(-s)
-
-
-def cholesky_lml_fn(
-    x_ctx_ND: Tensor, y_ctx_N: Tensor, *, kernel: str
-) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """The exact GP log marginal likelihood as a plain-torch function of the hyperparameters.
-
-    Same contract as `exact_gp.log_marginal_likelihood_fn` (zero mean, a scaled ARD kernel,
-    Gaussian noise; lengthscales (D,) or (1,), 0-d outputscale and noise; the total
-    ``log p(y | x, θ)``), but one Cholesky factorisation with no gpytorch model in between:
-    NUTS calls it thousands of times per task. It returns -inf where the covariance is not
-    numerically positive definite, which NUTS treats as a divergence.
-    """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
-    check_finite("x_ctx", x_ctx_ND)
-    check_finite("y_ctx", y_ctx_N)
-    x_ctx_ND, y_ctx_N = x_ctx_ND.to(_DTYPE).detach(), y_ctx_N.to(_DTYPE).detach()
-    n_points, n_features = x_ctx_ND.shape
-    diff_NND = x_ctx_ND[:, None, :] - x_ctx_ND[None, :, :]
-    eye_NN = torch.eye(n_points, dtype=_DTYPE)
-    constant = 0.5 * n_points * math.log(2.0 * math.pi)
-
-    def lml(lengthscale_D: Tensor, outputscale: Tensor, noise: Tensor) -> Tensor:
-        if lengthscale_D.numel() not in (1, n_features):
-            raise ValueError(
-                f"lengthscale has {lengthscale_D.numel()} entries but x has {n_features} "
-                "features; pass one per feature or a single shared value"
-            )
-        squared_NN = (diff_NND / lengthscale_D.to(_DTYPE).reshape(-1)).pow(2).sum(-1)
-        # the diagonal's distance is exactly 0; clamping keeps sqrt's gradient finite there
-        r_NN = squared_NN.clamp_min(1e-300).sqrt()
-        cov_NN = outputscale.to(_DTYPE) * _kernel_of_distance(kernel, r_NN)
-        cov_NN = cov_NN + noise.to(_DTYPE) * eye_NN
-        chol_NN, info = torch.linalg.cholesky_ex(cov_NN)
-        if int(info) != 0:
-            return lengthscale_D.sum() * 0.0 - math.inf
-        alpha_N = torch.cholesky_solve(y_ctx_N[:, None], chol_NN)[:, 0]
-        return -0.5 * (y_ctx_N @ alpha_N) - chol_NN.diagonal().log().sum() - constant
-
-    return lml
 
 
 def _log_posterior(
@@ -291,7 +256,8 @@ def gp_hyperparameter_posterior(
         x_ctx_ND: context inputs in the model's units, used features only, shape (N, d).
         y_ctx_N: context targets, shape (N,).
         hyperprior: from the card, e.g. ``GPHyperprior.from_prior_config(card[
-            "prior_config"], d)``; its number of lengthscales must equal d.
+            "prior_config"], d)``; its number of lengthscales must equal d. With a linear
+            part, its d linear weights are sampled too.
         config: NUTS budget and gates (R-hat, ESS, time cap).
         seed: seeds the chain starts (hyperprior draws) and the chains.
         predictive_draws: evenly spaced draws kept for the predictive mixture.

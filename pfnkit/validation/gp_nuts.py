@@ -8,7 +8,8 @@ d used features) this module scores, per query point:
 * the NUTS-marginalised GP (`gp_hyperparameter_posterior` under the card's hyperprior:
   the reference the PFN should match), and
 * the ML-II GP (`fit_ml2`: hyperparameters at their marginal-likelihood maximum, the
-  usual practice, which overfits small contexts),
+  usual practice, which overfits small contexts; `fit_ml2_linear`, the same kernel plus
+  the linear ARD part, when the card's prior has one),
 
 with negative log predictive density (NLL, nats), central-interval coverage and wall time.
 NUTS costs 14 s to 2 min per task on one core (measured for `gp`), so only the first
@@ -35,7 +36,9 @@ from torch.distributions import Distribution
 from pfnkit.data import Batch, GPRegressionPrior, Prior
 from pfnkit.metrics import interval_coverage, nll
 from pfnkit.reference.exact_gp import exact_gp_predictive, fit_ml2
+from pfnkit.reference.gp_cholesky import cholesky_gp_predictive
 from pfnkit.reference.gp_hyperprior import GPHyperprior
+from pfnkit.reference.gp_linear_ml2 import fit_ml2_linear
 from pfnkit.reference.gp_nuts import gp_hyperparameter_posterior
 from pfnkit.report import Report
 from pfnkit.validation.gp_exact import require_gp_prior
@@ -83,12 +86,18 @@ def _score_pfn(model: nn.Module, task: Batch, level: float) -> tuple[float, floa
 
 def _score_ml2(
     x_ctx_ND: torch.Tensor, y_ctx_N: torch.Tensor, x_qry_MD: torch.Tensor, y_M: torch.Tensor,
-    kernel: str, level: float,
+    hyperprior: GPHyperprior, level: float,
 ) -> tuple[float, float, float, str]:  # fmt: skip
+    """ML-II in the hyperprior's kernel family (with its linear part when it has one)."""
     start = time.perf_counter()
     try:
-        hyper = fit_ml2(x_ctx_ND, y_ctx_N, kernel=kernel)
-        dist = exact_gp_predictive(x_ctx_ND, y_ctx_N, x_qry_MD, hyper).to_distribution()
+        if hyperprior.has_linear:
+            hyper = fit_ml2_linear(x_ctx_ND, y_ctx_N, kernel=hyperprior.kernel)
+            gp = cholesky_gp_predictive(x_ctx_ND, y_ctx_N, x_qry_MD, hyper)
+        else:
+            hyper = fit_ml2(x_ctx_ND, y_ctx_N, kernel=hyperprior.kernel)
+            gp = exact_gp_predictive(x_ctx_ND, y_ctx_N, x_qry_MD, hyper)
+        dist = gp.to_distribution()
     except RuntimeError as error:  # every restart failed numerically: flagged, not hidden
         return math.nan, math.nan, time.perf_counter() - start, str(error)
     seconds = time.perf_counter() - start
@@ -134,7 +143,7 @@ def _score_task(
     y_M = task.y_qry[0].double()
     nuts = (_score_nuts(x_ctx_ND, y_ctx_N, x_qry_MD, y_M, hyperprior, config, seed)
             if with_nuts else _NOT_RUN)  # fmt: skip
-    ml2 = _score_ml2(x_ctx_ND, y_ctx_N, x_qry_MD, y_M, hyperprior.kernel, config.level)
+    ml2 = _score_ml2(x_ctx_ND, y_ctx_N, x_qry_MD, y_M, hyperprior, config.level)
     return TaskScores(
         n_ctx=task.n_ctx, d=d, index=index, pfn_nll=pfn_nll, ml2_nll=ml2[0],
         pfn_coverage=pfn_cov, ml2_coverage=ml2[1], pfn_seconds=pfn_seconds,
@@ -162,7 +171,7 @@ def validate_gp_against_nuts(
     Args:
         model: the PFN (in the dtype it serves in; timed as fit + predict per task).
         prior: draws the tasks, with exactly d used features (``num_used_features=d``),
-            in the model's units.
+            in the model's units (with the prior's linear part, when it has one).
         prior_config: the card's plain-data GP prior config; the hyperprior NUTS samples
             under is read from it (`GPHyperprior.from_prior_config`), independently of
             the sampler in `prior`.

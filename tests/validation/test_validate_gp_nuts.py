@@ -7,10 +7,15 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 import cli
 from pfnkit.checkpoint import save_checkpoint
 from pfnkit.models import PFNConfig
+from pfnkit.reference.gp_cholesky import cholesky_gp_predictive
+from pfnkit.reference.gp_hyperprior import GPHyperprior
+from pfnkit.reference.gp_linear_ml2 import fit_ml2_linear
+from pfnkit.reference.gp_nuts import gp_hyperparameter_posterior
 from pfnkit.reference.mcmc import NUTSConfig
 from pfnkit.validation.gp_nuts import (
     CellResult,
@@ -21,9 +26,13 @@ from pfnkit.validation.gp_nuts import (
 from pfnkit.validation.plots import plot_nll_by_context
 from pfnkit.validation.tables import gp_nuts_tables
 from priors.gp import GPPrior, GPPriorConfig
+from tests.conftest import FLOAT64_ATOL
 from tests.helpers import make_tiny_pfn
 
 GENERAL = GPPriorConfig.general_purpose(num_features=3)
+LINEAR = GPPriorConfig.from_dict(
+    {**GENERAL.to_dict(), "linear_weight": {"family": "lognormal", "a": -1.5, "b": 1.5}}
+)
 TINY_NUTS = NUTSConfig(num_chains=2, warmup=8, num_samples=8, max_tree_depth=3)
 
 
@@ -162,3 +171,29 @@ def test_scores_do_not_depend_on_the_number_of_workers() -> None:
     for a, b in zip(one.tasks, two.tasks, strict=True):
         # repr: exact floats, and NaN (no NUTS run) equal to NaN
         assert [repr(getattr(a, f)) for f in fields] == [repr(getattr(b, f)) for f in fields]
+
+
+def test_a_linear_part_reaches_the_task_draws_nuts_and_ml2() -> None:
+    config = GPNutsValidationConfig(n_ctx_sizes=(6,), dims=(2,), n_tasks=2, nuts_tasks=1,
+                                    n_qry=5, predictive_draws=4, nuts=TINY_NUTS)  # fmt: skip
+    model = make_tiny_pfn(PFNConfig(num_features=3, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                                    n_bars=20))  # fmt: skip
+    report = validate_gp_against_nuts(model, GPPrior(LINEAR), LINEAR.to_dict(), config=config)
+    # the same tasks and seeds by hand (loop equivalent): the first cell's first draws
+    batch = GPPrior(LINEAR).sample(2, 6, 5, generator=torch.Generator().manual_seed(config.seed),
+                                   num_used_features=2)  # fmt: skip
+    assert torch.all(batch.meta["linear_variance"][:, :2] > 0)
+    hyperprior = GPHyperprior.from_prior_config(LINEAR.to_dict(), 2)
+    assert hyperprior.has_linear and hyperprior.num_parameters == 6
+    for i, scores in enumerate(report.tasks):
+        x_ND, y_N = batch.x_ctx[i, :, :2].double(), batch.y_ctx[i].double()
+        x_qry_MD, y_M = batch.x_qry[i, :, :2].double(), batch.y_qry[i].double()
+        ml2 = cholesky_gp_predictive(x_ND, y_N, x_qry_MD, fit_ml2_linear(x_ND, y_N))
+        assert scores.ml2_nll == pytest.approx(float(-ml2.log_prob(y_M).mean()), abs=FLOAT64_ATOL)
+        if scores.nuts_run:
+            post = gp_hyperparameter_posterior(
+                x_ND, y_N, hyperprior, TINY_NUTS, seed=config.seed + 1 + i, predictive_draws=4
+            )
+            expected = float(-post.predictive(x_qry_MD).log_prob(y_M).mean())
+            assert scores.nuts_nll == pytest.approx(expected, abs=FLOAT64_ATOL)
+    assert [t.nuts_run for t in report.tasks] == [True, False]
