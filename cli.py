@@ -262,6 +262,18 @@ def cmd_optimize(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def cmd_extrapolate(args: argparse.Namespace, argv: list[str]) -> int:  # a curve's forecast
+    from rich.console import Console
+
+    from pfnkit.bo.freeze_thaw_extrapolate import extrapolate_command
+
+    try:
+        Console().print(extrapolate_command(args.checkpoint, args.values, threshold=args.threshold))
+    except ValueError as error:  # not a single-curve checkpoint, bad values
+        raise SystemExit(f"extrapolate: {error}") from error
+    return 0
+
+
 def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
     """The argument parser: one subcommand per library front door."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -269,6 +281,11 @@ def build_parser(prog: str = "cli.py") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_pretrain, _add_predict, _add_validate, _add_robustness, _add_optimize):
         add(sub)
+    p = sub.add_parser("extrapolate", help="forecast the later epochs of a partial learning curve")
+    p.add_argument("--values", required=True, help="epochs 1..k, comma-separated: 0.6,0.45,0.4")
+    p.add_argument("--checkpoint", default="lc-curve", help="single-curve PFN (default lc-curve)")
+    p.add_argument("--threshold", type=float, help="report P(final epoch's value < threshold)")
+    p.set_defaults(handler=cmd_extrapolate)
     return parser
 
 
@@ -303,8 +320,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="fit a checkpoint's regressor on a CSV, predict another")
     p.add_argument(
         "--checkpoint",
-        default="gp",
-        help="short name or checkpoint path (default gp, the general-purpose regressor)",
+        default="gp-lin",
+        help="short name or checkpoint path (default gp-lin, the general-purpose regressor)",
     )
     p.add_argument("--train", required=True, help="CSV with a header: features and the target")
     p.add_argument("--test", required=True, help="CSV with the same feature columns")

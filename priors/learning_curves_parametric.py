@@ -33,10 +33,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Normal
+from torch.distributions import Normal, constraints
+from torch.distributions.constraints import Constraint
 
 from pfnkit.data import Batch
-from priors.learning_curves_families import FAMILIES
+from priors.learning_curves_families import FAMILIES, StackedParamPriors
 
 __all__ = ["ORIENTATIONS", "ParametricCurvePrior", "ParametricCurvePriorConfig"]
 
@@ -89,12 +90,19 @@ class ParametricCurvePriorConfig:
         return cls(**data)
 
 
+def _valid_curve(p_ST: Tensor) -> Tensor:
+    """p within [0, 1] (and finite) on every epoch, and p(T) > p(1); (S,) bool."""
+    inside = ((p_ST >= 0) & (p_ST <= 1)).all(-1) & torch.isfinite(p_ST).all(-1)
+    return inside & (p_ST[..., -1] > p_ST[..., 0])
+
+
 class ParametricCurvePrior:
     """Batched sampler of single partial learning curves, with the log-joint for MCMC."""
 
     def __init__(self, config: ParametricCurvePriorConfig | None = None) -> None:
         self.config = config or ParametricCurvePriorConfig()
         self.families = [FAMILIES[name] for name in self.config.components]
+        self._family_priors = StackedParamPriors([p for f in self.families for p in f.priors])
         self._reference: Tensor | None = None
 
     def param_names(self) -> list[str]:
@@ -138,9 +146,7 @@ class ParametricCurvePrior:
 
     def is_valid(self, params_SP: Tensor) -> Tensor:
         """The truncation: p within [0, 1] on epochs 1..T and p(T) > p(1); (S,) bool."""
-        p_ST = self.performance(params_SP, self.epochs(params_SP))
-        inside = ((p_ST >= 0) & (p_ST <= 1)).all(-1) & torch.isfinite(p_ST).all(-1)
-        return inside & (p_ST[..., -1] > p_ST[..., 0])
+        return _valid_curve(self.performance(params_SP, self.epochs(params_SP)))
 
     def _candidates(self, n: int, generator: torch.Generator) -> Tensor:
         cfg = self.config
@@ -169,19 +175,22 @@ class ParametricCurvePrior:
 
     def log_prior(self, params_SP: Tensor) -> Tensor:
         """Unnormalised log prior density of θ (S,): −inf outside the support."""
+        total = self._log_prior_untruncated(params_SP)
+        return torch.where(self.is_valid(params_SP), total, -math.inf)
+
+    def _log_prior_untruncated(self, params_SP: Tensor) -> Tensor:
+        """The product of the parameter priors, before the truncation to valid curves."""
         cfg = self.config
-        w_SK, blocks, sigma_S = self._split(params_SP)
+        w_SK, _, sigma_S = self._split(params_SP)
         k = w_SK.shape[-1]
         on_simplex = (w_SK >= 0).all(-1) & ((w_SK.sum(-1) - 1).abs() < _SIMPLEX_ATOL)
         dirichlet = torch.full_like(sigma_S, math.lgamma(k))  # Dirichlet(1, ..., 1): Γ(K)
         total = torch.where(on_simplex, dirichlet, -math.inf)
-        for family, block in zip(self.families, blocks, strict=True):
-            total = total + family.log_prior(block)
+        total = total + self._family_priors.log_prob(params_SP[..., k:-1])
         log_sigma_S = sigma_S.log()
         z_S = (log_sigma_S - cfg.noise_log_mean) / cfg.noise_log_std  # log σ ~ N(m, s²)
         log_density_S = -0.5 * z_S**2 - math.log(cfg.noise_log_std * math.sqrt(2 * math.pi))
-        total = total + torch.nan_to_num(log_density_S - log_sigma_S, nan=-math.inf)
-        return torch.where(self.is_valid(params_SP), total, -math.inf)
+        return total + torch.nan_to_num(log_density_S - log_sigma_S, nan=-math.inf)
 
     def log_likelihood(self, params_SP: Tensor, t_N: Tensor, y_N: Tensor) -> Tensor:
         """Σ_n log N(y_n | curve(t_n), σ²) for each of S draws, shape (S,)."""
@@ -194,18 +203,45 @@ class ParametricCurvePrior:
         if task.batch_size != 1:
             raise ValueError(f"log_joint takes a one-task batch, got {task.batch_size} tasks")
         # the prior's epochs are whole numbers; rounding undoes the float32 rounding of t / T
-        t_N = torch.round(task.x_ctx[0, :, 0].double() * self.config.max_epoch).to(params_SP)
-        prior_S = self.log_prior(params_SP)
+        t_N = torch.round(task.x_ctx[0, :, 0].double() * self.config.max_epoch).long()
+        prior_S = self._log_prior_untruncated(params_SP)
         finite = torch.isfinite(prior_S)
         safe_SP = torch.where(finite[:, None], params_SP, self._reference_params(params_SP))
-        lik_S = self.log_likelihood(safe_SP, t_N, task.y_ctx[0])
-        return torch.where(finite, prior_S + lik_S, -math.inf)
+        p_ST = self.performance(safe_SP, self.epochs(params_SP))  # once: truncation and fit
+        curve_SN = (1.0 - p_ST if self.config.orientation == "error" else p_ST)[:, t_N - 1]
+        sigma_S1 = self._split(safe_SP)[2][:, None]
+        lik_S = (
+            Normal(curve_SN, sigma_S1, validate_args=False)
+            .log_prob(task.y_ctx[0].to(params_SP))
+            .sum(-1)
+        )
+        return torch.where(finite & _valid_curve(p_ST), prior_S + lik_S, -math.inf)
 
     def _reference_params(self, like: Tensor) -> Tensor:
         """A fixed valid θ, put in place of invalid draws so no NaN reaches the gradient."""
         if self._reference is None:
             self._reference = self.sample_params(1, torch.Generator().manual_seed(0))
         return self._reference.to(like).expand(like.shape[0], -1)
+
+    def param_supports(self) -> list[tuple[int, Constraint]]:
+        """θ's layout as (length, support) blocks, for MCMC in an unconstrained space.
+
+        The K weights on the simplex, then each family parameter's prior support in
+        ``param_names()`` order, then σ > 0. The truncation to valid curves is not a
+        support: ``log_joint`` is −inf there.
+        """
+        like = torch.zeros((), dtype=torch.float64)  # float64 bounds, as the log-joint's
+        blocks = [(len(self.families), constraints.simplex)]
+        for family in self.families:
+            blocks += [(1, prior.distribution(like).support) for prior in family.priors]
+        return [*blocks, (1, constraints.positive)]
+
+    def observation_distribution(self, params_SP: Tensor, x_MD: Tensor) -> Normal:
+        """y at inputs x (epoch fractions, (M, 1)) given each θ: N(curve(t), σ²), shape (S, M)."""
+        t_M = torch.round(x_MD[:, 0].to(params_SP) * self.config.max_epoch)
+        mean_SM = self.mean_curve(params_SP, t_M)
+        sigma_SM = self._split(params_SP)[2][:, None].expand_as(mean_SM)
+        return Normal(mean_SM, sigma_SM, validate_args=False)
 
     def model_sizes(self, kind: str) -> dict[str, int]:
         """A regression PFN over one input, the epoch fraction (`pfnkit.data.PretrainPrior`)."""

@@ -177,3 +177,90 @@ def test_held_out_hyperparameters_reach_the_freeze_thaw_surrogate(
     assert got == pytest.approx(np.mean(curves, axis=0), abs=JSON_ROUNDING_ATOL)
     with pytest.raises(SystemExit, match="no leave-one-out hyperparameters"):
         script.main(["--smoke", "--hyperparameters", str(path)])  # digits-mlp is missing
+
+
+# ------------------------------------------------------- single-curve extrapolation
+LC_SCRIPT = ROOT / "benchmarks" / "lc_extrapolation.py"
+
+
+@pytest.fixture(scope="module")
+def lc_bench() -> Any:
+    """benchmarks/lc_extrapolation.py and its methods module, imported as the script does."""
+    script = load_script(LC_SCRIPT, "lc_extrapolation_benchmark")
+    return script, sys.modules["lc_extrapolation_methods"]
+
+
+@pytest.fixture(scope="module")
+def tiny_lc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny single-curve PFN on the 50-epoch parametric prior, saved as a checkpoint."""
+    import torch
+
+    from pfnkit.checkpoint import save_checkpoint
+    from pfnkit.models import PFN, PFNConfig
+    from priors.learning_curves_parametric import ParametricCurvePriorConfig
+
+    config = PFNConfig(num_features=1, d_model=16, n_heads=2, n_layers=1, d_ff=32, n_bars=40)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = PFN(config, torch.linspace(-0.2, 1.2, config.n_bars + 1))
+    path = tmp_path_factory.mktemp("lc") / "lc-tiny"
+    save_checkpoint(path, model, prior_name="lc-parametric",
+                    prior_config=ParametricCurvePriorConfig().to_dict(), train_config={},
+                    command="test", reference="lc-nuts")  # fmt: skip
+    return path
+
+
+def test_lc_extrapolation_smoke_writes_json_markdown_and_plot(
+    lc_bench: Any, tiny_lc_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script, _ = lc_bench
+    out, figure = tmp_path / "lc.json", tmp_path / "lc.png"
+    argv = ["--smoke", "--checkpoint", str(tiny_lc_checkpoint), "--markdown", "--json", str(out),
+            "--plot", str(figure)]  # fmt: skip
+    assert script.main(argv) == 0
+    assert "| k | PFN | power law |" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert results["config"]["n_curves"] == 4 and results["config"]["target_epoch"] == 50
+    for entry in results["ks"].values():
+        methods = entry["methods"]
+        assert methods["pfn"]["n"] == methods["power-law"]["n"] == 4
+        assert methods["mcmc"]["n"] == methods["pfn@mcmc"]["n"] == 2  # one curve per table
+        assert methods["pfn@mcmc"]["nll"] == pytest.approx(
+            np.mean([c["pfn_nll"] for c in entry["mcmc_curves"]]), abs=FLOAT64_ATOL
+        )
+        assert all(np.isfinite(c["mcmc_nll"]) for c in entry["mcmc_curves"])
+    assert figure.stat().st_size > 0
+
+
+def test_power_law_on_an_exact_power_law_is_the_floored_gaussian(lc_bench: Any) -> None:
+    """y = a + b t^-c exactly: the fit goes through every point, so σ is the floor and the
+    target's log density is that of N(y_T, floor²) at its mean, −log(floor √(2π))."""
+    _, methods = lc_bench
+    t = np.arange(1, 51, dtype=float)
+    errors = 0.08 + 0.6 * t**-0.7
+    score = methods.power_law_log_prob(errors, 12, 50)
+    expected = -np.log(methods.SIGMA_FLOOR * np.sqrt(2 * np.pi))
+    assert score.trusted and score.log_prob == pytest.approx(expected, abs=1e-4)
+    noisy = errors + np.where(np.arange(50) % 2 == 0, 0.01, -0.01)  # residuals above the floor
+    assert methods.power_law_log_prob(noisy, 12, 50).log_prob < expected
+    with pytest.raises(ValueError, match="at least 4"):
+        methods.power_law_log_prob(errors, 3, 50)
+
+
+def test_lc_extrapolation_pfn_score_is_the_model_forward(
+    lc_bench: Any, tiny_lc_checkpoint: Path
+) -> None:
+    """The timed cached path equals the model's plain forward on the same task (x = t / T)."""
+    import torch
+
+    from pfnkit.checkpoint import load_checkpoint
+
+    _, methods = lc_bench
+    model = load_checkpoint(tiny_lc_checkpoint).model.eval()
+    errors = np.linspace(0.5, 0.1, 50)
+    task = methods.curve_task(errors, 7, 50, 50)
+    assert task.x_ctx[0, :, 0].tolist() == pytest.approx([t / 50 for t in range(1, 8)])
+    assert float(task.y_qry) == pytest.approx(errors[-1])
+    with torch.no_grad():
+        expected = float(model(task.x_ctx, task.y_ctx, task.x_qry).log_prob(task.y_qry)[0, 0])
+    assert methods.pfn_log_prob(model, task).log_prob == pytest.approx(expected, abs=1e-5)

@@ -60,7 +60,7 @@ def test_the_card_records_the_command_as_it_was_invoked(prog: str, invoked: str)
 
 def test_predict_defaults_to_the_general_purpose_regressor() -> None:
     args = cli.build_parser().parse_args(["predict", "--train", "a.csv", "--test", "b.csv"])
-    assert args.checkpoint == "gp"
+    assert args.checkpoint == "gp-lin"
 
 
 def test_set_rejects_malformed_overrides() -> None:

@@ -42,6 +42,7 @@ _MODULES = (
     "dt_nuts",
     "tp_exact",
     "freeze_thaw_exact",
+    "lc_nuts",
 )
 for _module in _MODULES:  # each module registers its validator on import
     importlib.import_module(f"pfnkit.validation.{_module}")

@@ -306,6 +306,13 @@ def _freeze_thaw_exact_case() -> Setup:
     return Setup(*contract_parts())
 
 
+def _lc_nuts_case() -> Setup:
+    """A noisy parametric curve prior; the exact stand-in is importance sampling from it."""
+    from tests.validation.test_lc_nuts import contract_parts as lc_parts
+
+    return Setup(*lc_parts())
+
+
 CASES: dict[str, Case] = {
     "gp-exact": Case(_gp_exact_case),
     "gp-nuts": Case(_gp_nuts_case, slow=True),
@@ -314,6 +321,7 @@ CASES: dict[str, Case] = {
     "dt-nuts": Case(_dt_nuts_case, slow=True),  # NUTS and C2ST: about 35 s
     "tp-exact": Case(_tp_exact_case),
     "freeze-thaw-exact": Case(_freeze_thaw_exact_case),
+    "lc-nuts": Case(_lc_nuts_case, slow=True),  # NUTS on 2 curves, twice: about 4.5 min
 }
 
 
