@@ -269,7 +269,9 @@ class PFNClassifier(ClassifierMixin, CheckpointEstimator):
 
         Each row is predicted by the ensemble (its members' views and relabellings) from
         the other folds of a stratified K-fold split (`calibration.context_folds`); a row
-        whose class is missing from the other folds is left out.
+        whose class is missing from the other folds is left out. The members' column
+        transforms were fitted on the whole context, held-out rows included, so the held-out
+        likelihood is slightly optimistic (refitting them per fold would cost K fits).
         """
         order, folds = context_folds(x, y_index, min(CV_FOLDS, len(y_index)))
         rows = torch.as_tensor(order, device=self.device)
