@@ -147,6 +147,18 @@ def check_context(x_ctx_ND: Tensor, y_ctx_N: Tensor) -> None:
     check_finite("y_ctx", y_ctx_N)
 
 
+def check_query(x_ctx_ND: Tensor, x_qry_MD: Tensor) -> None:
+    """Raise a ValueError unless x_qry (M, D) is finite, non-empty and as wide as x_ctx."""
+    if x_qry_MD.ndim != 2 or x_qry_MD.shape[1] != x_ctx_ND.shape[1]:
+        raise ValueError(
+            f"x_qry must have shape (M, {x_ctx_ND.shape[1]}) to match x_ctx, "
+            f"got {tuple(x_qry_MD.shape)}"
+        )
+    if x_qry_MD.shape[0] == 0:
+        raise ValueError("x_qry is empty; pass at least one query point")
+    check_finite("x_qry", x_qry_MD)
+
+
 def check_lengthscale(n_lengthscales: int, n_features: int) -> None:
     """Raise a ValueError unless there is one lengthscale, or one per feature."""
     if n_lengthscales not in (1, n_features):

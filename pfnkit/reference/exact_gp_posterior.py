@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 
-from pfnkit.data import check_finite
 from pfnkit.reference.exact_gp_model import (
     GPHyperparameters,
     check_context,
     check_lengthscale,
+    check_query,
     exact_settings,
     fixed_model,
 )
@@ -89,14 +89,7 @@ def exact_gp_predictive(
         Predictive mean and variance of y (noise included), each shape (M,), float64.
     """
     check_context(x_ctx_ND, y_ctx_N)
-    if x_qry_MD.ndim != 2 or x_qry_MD.shape[1] != x_ctx_ND.shape[1]:
-        raise ValueError(
-            f"x_qry must have shape (M, {x_ctx_ND.shape[1]}) to match x_ctx, "
-            f"got {tuple(x_qry_MD.shape)}"
-        )
-    if x_qry_MD.shape[0] == 0:
-        raise ValueError("x_qry is empty; pass at least one query point")
-    check_finite("x_qry", x_qry_MD)
+    check_query(x_ctx_ND, x_qry_MD)
     check_lengthscale(hyper.lengthscale.numel(), x_ctx_ND.shape[1])
     x_ctx_ND, y_ctx_N, x_qry_MD = (t.to(_DTYPE) for t in (x_ctx_ND, y_ctx_N, x_qry_MD))
     model, likelihood = fixed_model(x_ctx_ND, y_ctx_N, hyper)

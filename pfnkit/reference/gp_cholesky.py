@@ -24,7 +24,7 @@ from torch import Tensor
 
 from pfnkit.data import check_finite
 from pfnkit.reference.exact_gp import KERNELS, GaussianPredictive, GPHyperparameters
-from pfnkit.reference.exact_gp_model import check_context, check_lengthscale
+from pfnkit.reference.exact_gp_model import check_context, check_lengthscale, check_query
 
 __all__ = [
     "LinearGPHyperparameters",
@@ -163,17 +163,6 @@ def cholesky_lml_fn(x_ctx_ND: Tensor, y_ctx_N: Tensor, *, kernel: str) -> Callab
     return lml
 
 
-def _check_query(x_ctx_ND: Tensor, x_qry_MD: Tensor) -> None:
-    if x_qry_MD.ndim != 2 or x_qry_MD.shape[1] != x_ctx_ND.shape[1]:
-        raise ValueError(
-            f"x_qry must have shape (M, {x_ctx_ND.shape[1]}) to match x_ctx, "
-            f"got {tuple(x_qry_MD.shape)}"
-        )
-    if x_qry_MD.shape[0] == 0:
-        raise ValueError("x_qry is empty; pass at least one query point")
-    check_finite("x_qry", x_qry_MD)
-
-
 def cholesky_gp_predictive(
     x_ctx_ND: Tensor,
     y_ctx_N: Tensor,
@@ -199,7 +188,7 @@ def cholesky_gp_predictive(
         ValueError: the context covariance is not numerically positive definite.
     """
     check_context(x_ctx_ND, y_ctx_N)
-    _check_query(x_ctx_ND, x_qry_MD)
+    check_query(x_ctx_ND, x_qry_MD)
     gp, linear_variance_D = _parts(hyper)
     x_ctx_ND, y_ctx_N, x_qry_MD = (t.to(_DTYPE) for t in (x_ctx_ND, y_ctx_N, x_qry_MD))
     cov_NN = gp_covariance(x_ctx_ND, x_ctx_ND, hyper)
