@@ -7,7 +7,9 @@ from scratch pays again). A run returns its trace: after each paid epoch, the lo
 error observed so far at any epoch (the incumbent, as `FreezeThaw.best()` defines it).
 
 * ``freeze-thaw``: `pfnkit.bo.FreezeThaw` (log-EI at a random look-ahead, one epoch per
-  decision) on the exact freeze-thaw GP, or on a PFN checkpoint when one is given;
+  decision) on the exact freeze-thaw GP (or on the surrogate passed);
+* ``freeze-thaw-pfn``: the same optimiser on a PFN trained on the freeze-thaw prior
+  (`pfnkit.bo.freeze_thaw_pfn.PFNFreezeThawSurrogate`, ifBO-style), which must be passed;
 * ``hyperband``: Optuna's `HyperbandPruner` (min resource 1 epoch, max T, reduction
   factor 3) over a study that draws configurations uniformly (`RandomSampler`) and reports
   the error after every epoch; a pruned trial stops there (Li et al., arXiv 1603.06560);
@@ -21,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from lc_data import LookupBenchmark
 
 from pfnkit.bo import FreezeThaw
+from pfnkit.bo.freeze_thaw_pfn import PFNFreezeThawSurrogate
 from pfnkit.bo.freeze_thaw_surrogate import ExactFreezeThawSurrogate, FreezeThawSurrogate
 
-__all__ = ["METHODS", "PFNFreezeThawSurrogate", "Trace", "run_method"]
+__all__ = ["METHODS", "SURROGATE_METHODS", "Trace", "run_method"]
 
 
 @dataclass
@@ -41,24 +43,6 @@ class Trace:
         """One more epoch, whose observed error is `value`."""
         best = min(value, self.incumbent[-1]) if self.incumbent else value
         self.incumbent.append(best)
-
-
-class PFNFreezeThawSurrogate:
-    """A PFN trained on the freeze-thaw prior, as the optimiser's surrogate (one forward pass)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model.eval()
-        self._ctx: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def fit(self, x_NE: torch.Tensor, y_N: torch.Tensor) -> None:
-        dtype = next(self.model.parameters()).dtype
-        self._ctx = (x_NE.to(dtype)[None], y_N.to(dtype)[None])
-
-    def predict(self, x_ME: torch.Tensor) -> torch.distributions.Distribution:
-        if self._ctx is None:
-            raise RuntimeError("call fit before predict")
-        with torch.inference_mode():
-            return self.model(*self._ctx, x_ME.to(self._ctx[0].dtype)[None])
 
 
 def run_freeze_thaw(
@@ -125,8 +109,10 @@ def run_hyperband(bench: LookupBenchmark, seed: int, budget: int) -> Trace:
 
 
 Runner = Callable[[LookupBenchmark, int, int], Trace]
+SURROGATE_METHODS = ("freeze-thaw", "freeze-thaw-pfn")  # FreezeThaw; they take a surrogate
 METHODS: dict[str, Runner] = {
     "freeze-thaw": run_freeze_thaw,
+    "freeze-thaw-pfn": run_freeze_thaw,
     "hyperband": run_hyperband,
     "random": run_random,
 }
@@ -137,6 +123,8 @@ def run_method(
     surrogate: FreezeThawSurrogate | None = None,
 ) -> Trace:  # fmt: skip
     """Run method `name` (a key of METHODS); `surrogate` replaces freeze-thaw's exact GP."""
-    if name == "freeze-thaw":
+    if name == "freeze-thaw-pfn" and not isinstance(surrogate, PFNFreezeThawSurrogate):
+        raise ValueError("freeze-thaw-pfn runs on a PFNFreezeThawSurrogate; pass one")
+    if name in SURROGATE_METHODS:
         return run_freeze_thaw(bench, seed, budget, surrogate)
     return METHODS[name](bench, seed, budget)

@@ -51,7 +51,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     """One row per benchmark, one column per method: area ± stderr (final regret).
 
     The caption under the table says which hyperparameters freeze-thaw ran on (in-sample,
-    fitted on these tables, or leave-one-table-out).
+    fitted on these tables, or leave-one-table-out), and freeze-thaw-pfn's checkpoint.
     """
     benches = results["benchmarks"]
     methods = list(next(iter(benches.values()))["summary"])
@@ -71,6 +71,8 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     lines.append("| ms per decision | " + " | ".join(cells) + " |")
     if "hyperparameters" in results:
         lines.append(f"\nfreeze-thaw on {results['hyperparameters']}.")
+    if "checkpoint" in results:
+        lines.append(f"freeze-thaw-pfn on checkpoint {results['checkpoint']['name']!r}.")
     return "\n".join(lines)
 
 

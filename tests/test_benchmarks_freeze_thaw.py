@@ -179,6 +179,38 @@ def test_held_out_hyperparameters_reach_the_freeze_thaw_surrogate(
         script.main(["--smoke", "--hyperparameters", str(path)])  # digits-mlp is missing
 
 
+def test_checkpoint_adds_freeze_thaw_on_the_library_pfn_surrogate(
+    bench: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--checkpoint ft-gp runs freeze-thaw-pfn: its curves are FreezeThaw(surrogate="ft-gp")
+    replayed by hand; a table of another configuration dimension stops the run first."""
+    from pfnkit.bo import FreezeThaw
+
+    script, out = sys.modules["freeze_thaw_benchmark"], tmp_path / "ft.json"
+    argv = ["--smoke", "--benchmarks", "digits-mlp", "--checkpoint", "ft-gp", "--methods",
+            "freeze-thaw-pfn", "--markdown", "--json", str(out)]  # fmt: skip
+    assert script.main(argv) == 0
+    assert "freeze-thaw-pfn on checkpoint 'ft-gp'" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    data = results["benchmarks"]["digits-mlp"]
+    assert results["checkpoint"]["name"] == "ft-gp" and list(data["summary"]) == ["freeze-thaw-pfn"]
+    assert data["summary"]["freeze-thaw-pfn"]["seconds_per_decision"] > 0
+    table, curves = bench["lc_data"].load_learning_curves()["digits-mlp"], []
+    for seed in range(2):
+        ft, best = FreezeThaw(table.configs, table.max_epoch, seed=seed, surrogate="ft-gp"), []
+        while len(best) < data["budget_epochs"]:
+            i, epoch = ft.ask()
+            ft.tell(i, epoch, float(table.errors[i, epoch - 1]))
+            best.append(ft.best()[1])
+        curves.append(np.array(best) - table.errors[:, -1].min())
+    got = data["mean_regret_curve"]["freeze-thaw-pfn"]
+    assert got == pytest.approx(np.mean(curves, axis=0), abs=JSON_ROUNDING_ATOL)
+    with pytest.raises(SystemExit, match=r"\['wine-sgd'\] have another number"):
+        script.main(["--smoke", "--checkpoint", "ft-gp"])  # the SGD tables are 3-D, ft-gp 4-D
+    with pytest.raises(SystemExit):  # argparse: freeze-thaw-pfn needs --checkpoint
+        script.main(["--smoke", "--methods", "freeze-thaw-pfn"])
+
+
 # ------------------------------------------------------- single-curve extrapolation
 LC_SCRIPT = ROOT / "benchmarks" / "lc_extrapolation.py"
 

@@ -13,6 +13,7 @@ from pfnkit.bo.acquisitions import (
 from pfnkit.bo.ask_tell import AskTellOptimizer, OptimizeResult, default_n_init
 from pfnkit.bo.box import Box
 from pfnkit.bo.freeze_thaw import FreezeThaw
+from pfnkit.bo.freeze_thaw_pfn import PFNFreezeThawSurrogate
 from pfnkit.bo.minimize import EvaluationError, minimize
 from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT, PFNSurrogate
 
@@ -25,6 +26,7 @@ __all__ = [
     "EvaluationError",
     "FreezeThaw",
     "OptimizeResult",
+    "PFNFreezeThawSurrogate",
     "PFNSurrogate",
     "default_n_init",
     "expected_improvement",

@@ -9,6 +9,10 @@ error):
     ft.tell(i, epoch, value)   # the value observed at that epoch
     i_best, value_best = ft.best()
 
+The surrogate is the exact freeze-thaw GP unless one is passed; ``surrogate="ft-gp"`` (a
+checkpoint name or path) runs it on a PFN trained on the freeze-thaw prior instead, as
+ifBO does (`pfnkit.bo.freeze_thaw_pfn`).
+
 Acquisition (first version; the benchmark of issue 18 is where it gets measured and
 tuned): every configuration that is not finished is scored by the log expected
 improvement, over the best value seen so far, of its value ``horizon`` epochs beyond
@@ -32,13 +36,29 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from pfnkit.bo.freeze_thaw_pfn import PFNFreezeThawSurrogate
 from pfnkit.bo.freeze_thaw_surrogate import ExactFreezeThawSurrogate, FreezeThawSurrogate, log_ei
+from pfnkit.checkpoint import Checkpoint
 
 __all__ = ["FreezeThaw"]
+
+
+def _surrogate(
+    surrogate: FreezeThawSurrogate | str | Path | Checkpoint | None, d: int, max_epoch: int
+) -> FreezeThawSurrogate:
+    """The exact GP for None, a PFN surrogate for a checkpoint; a PFN's design is checked."""
+    if surrogate is None:
+        return ExactFreezeThawSurrogate()
+    if isinstance(surrogate, (str, Path, Checkpoint)):
+        surrogate = PFNFreezeThawSurrogate(surrogate)
+    if isinstance(surrogate, PFNFreezeThawSurrogate):
+        surrogate.check_design(d, max_epoch)
+    return surrogate
 
 
 class FreezeThaw:
@@ -48,7 +68,9 @@ class FreezeThaw:
         configs: (n, d) configurations in the unit cube [0, 1]^d.
         max_epoch: T, the most epochs any configuration is trained.
         seed: seeds every random choice (first configuration, horizons, tie order).
-        surrogate: a `FreezeThawSurrogate`; by default the exact freeze-thaw GP.
+        surrogate: a `FreezeThawSurrogate`, or a freeze-thaw PFN checkpoint (short name
+            such as "ft-gp", path, or loaded `Checkpoint`) wrapped in a
+            `PFNFreezeThawSurrogate`; by default the exact freeze-thaw GP.
         horizon: look-ahead in epochs, an int >= 1 or "random" (uniform on 1..T per ask).
         step: epochs to train per decision, >= 1.
         value_range: the interval every reported value must lie in (validation error: [0, 1]).
@@ -60,7 +82,7 @@ class FreezeThaw:
         max_epoch: int,
         seed: int = 0,
         *,
-        surrogate: FreezeThawSurrogate | None = None,
+        surrogate: FreezeThawSurrogate | str | Path | Checkpoint | None = None,
         horizon: int | str = "random",
         step: int = 1,
         value_range: tuple[float, float] = (0.0, 1.0),
@@ -87,7 +109,7 @@ class FreezeThaw:
         self.horizon = horizon
         self.step = step
         self.value_range = (float(value_range[0]), float(value_range[1]))
-        self.surrogate = surrogate if surrogate is not None else ExactFreezeThawSurrogate()
+        self.surrogate = _surrogate(surrogate, configs.shape[1], max_epoch)
         self._rng = np.random.default_rng(seed)
         self._curves: dict[int, dict[int, float]] = {}  # config -> {epoch: value}
         self._pending: tuple[int, int] | None = None  # the decision asked and not yet told

@@ -2,8 +2,8 @@
 
 A surrogate conditions on partial learning curves and predicts any configuration at any
 epoch. Rows are (configuration features..., epoch fraction t / T), the input layout of
-the freeze-thaw prior (`priors.learning_curves`) and of a PFN trained on it, so a PFN
-surrogate (a later addition) drops in beside the exact GP.
+the freeze-thaw prior (`priors.learning_curves`) and of a PFN trained on it, so the PFN
+surrogate (`pfnkit.bo.freeze_thaw_pfn.PFNFreezeThawSurrogate`) drops in beside the exact GP.
 """
 
 from __future__ import annotations

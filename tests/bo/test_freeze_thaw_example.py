@@ -40,18 +40,29 @@ def test_quickstart_smoke_runs(example: ModuleType, tmp_path: Path, capsys) -> N
     tiny = _tiny_curve_pfn(tmp_path / "lc-tiny")
     assert example.main(["--smoke", "--checkpoint", str(tiny)]) == 0
     printed = capsys.readouterr().out
-    assert "freeze-thaw: 2" in printed and "of 54 configurations" in printed
+    assert "freeze-thaw (exact): 2" in printed and "of 54 configurations" in printed
     assert "extrapolation after 5 epochs: final error" in printed
 
 
-def test_the_example_reads_the_benchmarks_table(example: ModuleType) -> None:
+def test_quickstart_smoke_runs_on_the_pfn_surrogate(
+    example: ModuleType, tmp_path: Path, capsys
+) -> None:
+    tiny = _tiny_curve_pfn(tmp_path / "lc-tiny")
+    argv = ["--smoke", "--checkpoint", str(tiny), "--table", "wine-mlp", "--surrogate", "ft-gp"]
+    assert example.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "freeze-thaw (ft-gp): 2" in printed and "of 162 configurations" in printed
+
+
+@pytest.mark.parametrize("name", ["wine-sgd", "wine-mlp"])
+def test_the_example_reads_the_benchmarks_table(example: ModuleType, name: str) -> None:
     """The same curves as benchmarks/lc_data.py's loader (an independent reader)."""
-    configs, errors = example.load_table("wine-sgd")
+    configs, errors = example.load_table(name)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import lc_data
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    table = lc_data.load_learning_curves()["wine-sgd"]
+    table = lc_data.load_learning_curves()[name]
     np.testing.assert_allclose(errors, table.errors, atol=FLOAT64_ATOL)
     np.testing.assert_allclose(configs, table.configs, atol=FLOAT64_ATOL)
