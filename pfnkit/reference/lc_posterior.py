@@ -44,6 +44,7 @@ __all__ = [
     "CurvePosteriorPrior",
     "NoiseRelativeBijection",
     "SupportBijection",
+    "curve_bijection",
     "curve_posterior",
     "require_curve_prior",
 ]
@@ -250,6 +251,21 @@ def _scalar_kind(support: Constraint) -> tuple[str, float, float]:
     )
 
 
+def curve_bijection(
+    prior: CurvePosteriorPrior, task: Batch, generator: torch.Generator
+) -> NoiseRelativeBijection:
+    """The unconstrained parametrisation of a task's θ that NUTS and SMC sample in.
+
+    s0 of `NoiseRelativeBijection` is the median σ of `NOISE_FLOOR_DRAWS` prior draws
+    from `generator`; `task` is a float64 one-task batch whose context is conditioned on.
+    """
+    floor = float(prior.sample_params(NOISE_FLOOR_DRAWS, generator)[:, -1].median())
+    return NoiseRelativeBijection(
+        SupportBijection(prior.param_supports()), prior.observation_distribution,
+        task.x_ctx[0], task.y_ctx[0], floor,
+    )  # fmt: skip
+
+
 def _starts(
     prior: CurvePosteriorPrior, task: Batch, bijection: NoiseRelativeBijection, count: int,
     generator: torch.Generator,
@@ -292,11 +308,7 @@ def curve_posterior(
     """
     task = task.to(_DTYPE)
     generator = torch.Generator().manual_seed(seed)
-    floor = float(prior.sample_params(NOISE_FLOOR_DRAWS, generator)[:, -1].median())
-    bijection = NoiseRelativeBijection(
-        SupportBijection(prior.param_supports()), prior.observation_distribution,
-        task.x_ctx[0], task.y_ctx[0], floor,
-    )  # fmt: skip
+    bijection = curve_bijection(prior, task, generator)
     gate_x_MD = torch.unique(task.x_qry[0], dim=0) if gate_x_MD is None else gate_x_MD.to(_DTYPE)
 
     def log_density(u_U: Tensor) -> Tensor:
@@ -318,7 +330,7 @@ def require_curve_prior(prior: Any, user: str) -> CurvePosteriorPrior:
     """`prior`, if it is a `CurvePosteriorPrior`; else a ValueError naming `user`."""
     if not isinstance(prior, CurvePosteriorPrior):
         raise ValueError(
-            f"{user} runs NUTS over a parametric learning-curve posterior and needs a prior "
+            f"{user} samples a parametric learning-curve posterior and needs a prior "
             "with log_joint, param_supports, sample_params and observation_distribution "
             f"(such as 'lc-parametric'), not {type(prior).__name__}"
         )

@@ -43,6 +43,7 @@ _MODULES = (
     "tp_exact",
     "freeze_thaw_exact",
     "lc_nuts",
+    "lc_smc",
 )
 for _module in _MODULES:  # each module registers its validator on import
     importlib.import_module(f"pfnkit.validation.{_module}")

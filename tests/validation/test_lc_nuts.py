@@ -60,8 +60,10 @@ def test_a_tiny_pfn_gets_a_full_report() -> None:
     data = json.loads(json.dumps(report.to_dict()))
     (size,) = data["sizes"]
     assert size["n_ctx"] == 3 and size["n_tasks"] == 1
-    assert math.isfinite(size["pfn_nll_all"]) and math.isfinite(size["nuts_nll_all"])
-    assert data["speedup"] > 0 and size["nuts_seconds_per_task"] > 0
+    assert math.isfinite(size["pfn_nll_all"]) and math.isfinite(size["ref_nll_all"])
+    assert data["speedup"] > 0 and size["ref_seconds_per_task"] > 0
+    assert data["reference"].startswith("nuts") and set(data["tasks"][0]["diagnostics"]) == {
+        "max_r_hat", "min_ess"}  # fmt: skip
     names = ["nll_gap_mean", "coverage90_error_max", "speedup_min", "trusted_fraction_min"]
     assert [c["name"] for c in data["checks"]] == names
     assert data["tolerances"] == {"nll_gap_mean": 0.05, "speedup_min": 1.0}
@@ -72,9 +74,9 @@ def test_a_tiny_pfn_gets_a_full_report() -> None:
 
 
 def _task(pfn: float, ref: float, trusted: bool, seconds: float = 1.0) -> LcNutsTask:
-    return LcNutsTask(pfn_nll=pfn, nuts_nll=ref, pfn_coverage=0.8, nuts_coverage=0.9,
-                      pfn_seconds=0.001, nuts_seconds=seconds, trusted=trusted, max_r_hat=1.0,
-                      min_ess=200.0)  # fmt: skip
+    return LcNutsTask(pfn_nll=pfn, ref_nll=ref, pfn_coverage=0.8, ref_coverage=0.9,
+                      pfn_seconds=0.001, ref_seconds=seconds, trusted=trusted,
+                      diagnostics={"max_r_hat": 1.0, "min_ess": 200.0})  # fmt: skip
 
 
 def test_sizes_average_trusted_tasks_and_the_checks_gate_them() -> None:
@@ -83,7 +85,7 @@ def test_sizes_average_trusted_tasks_and_the_checks_gate_them() -> None:
     assert size.n_trusted == 2
     assert size.gap == pytest.approx((1.0 + 3.0) / 2 - (0.5 + 2.0) / 2, abs=FLOAT64_ATOL)
     assert size.pfn_nll_all == pytest.approx(13.0 / 3, abs=FLOAT64_ATOL)
-    assert size.nuts_seconds_per_task == pytest.approx(5.0 / 3, abs=FLOAT64_ATOL)
+    assert size.ref_seconds_per_task == pytest.approx(5.0 / 3, abs=FLOAT64_ATOL)
     report = LcNutsReport("m", {}, [size], {"nll_gap_mean": 1.0, "speedup_min": 1000.0})
     assert report.speedup == pytest.approx((5.0 / 3) / 0.001)
     assert report.passed

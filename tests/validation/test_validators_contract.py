@@ -322,6 +322,7 @@ CASES: dict[str, Case] = {
     "tp-exact": Case(_tp_exact_case),
     "freeze-thaw-exact": Case(_freeze_thaw_exact_case),
     "lc-nuts": Case(_lc_nuts_case, slow=True),  # NUTS on 2 curves, twice: about 4.5 min
+    "lc-smc": Case(_lc_nuts_case, slow=True),  # the lc-nuts case; SMC on 2 curves: about 35 s
 }
 
 
