@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pfnkit.checkpoint import Checkpoint, load_checkpoint
+from pfnkit.bo.surrogate import load_regression_pfn
+from pfnkit.checkpoint import Checkpoint
 from pfnkit.distributions import BarDistribution
 from pfnkit.models import PFN
 from pfnkit.models.pfn import ContextCache
@@ -67,18 +68,13 @@ class PFNFreezeThawSurrogate:
         dtype: torch.dtype = torch.float32,
         query_chunk_size: int = 2048,
     ) -> None:
-        loaded = (
-            checkpoint
-            if isinstance(checkpoint, Checkpoint)
-            else load_checkpoint(checkpoint, device=device)
+        loaded = load_regression_pfn(
+            checkpoint,
+            device,
+            needed_by="freeze-thaw needs one trained on the freeze-thaw prior, e.g. "
+            f"{DEFAULT_FREEZE_THAW_CHECKPOINT!r}",
         )
         model = loaded.model
-        if not isinstance(model, PFN) or model.config.is_classifier:
-            raise ValueError(
-                f"checkpoint {loaded.name!r} is not a regression PFN (model_kind "
-                f"{loaded.card.get('model_kind')!r}); freeze-thaw needs one trained on the "
-                f"freeze-thaw prior, e.g. {DEFAULT_FREEZE_THAW_CHECKPOINT!r}"
-            )
         prior = loaded.card.get("prior_config", {})
         if "num_dims" not in prior or "max_epoch" not in prior:
             raise ValueError(

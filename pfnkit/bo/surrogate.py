@@ -23,7 +23,7 @@ from pfnkit.distributions import BarDistribution
 from pfnkit.models import PFN
 from pfnkit.models.pfn import ContextCache
 
-__all__ = ["DEFAULT_CHECKPOINT", "PFNSurrogate"]
+__all__ = ["DEFAULT_CHECKPOINT", "PFNSurrogate", "load_regression_pfn"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,27 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT = "gp"
 
 _SQRT12 = math.sqrt(12.0)  # 1 / std of U(0, 1)
+
+
+def load_regression_pfn(
+    checkpoint: str | Path | Checkpoint, device: str | torch.device, *, needed_by: str
+) -> Checkpoint:
+    """`checkpoint` loaded (unless it is already), or a ValueError if it is no regression PFN.
+
+    `needed_by` ends the error message (who needs a regression PFN, and an example).
+    """
+    loaded = (
+        checkpoint
+        if isinstance(checkpoint, Checkpoint)
+        else load_checkpoint(checkpoint, device=device)
+    )
+    model = loaded.model
+    if not isinstance(model, PFN) or model.config.is_classifier:
+        raise ValueError(
+            f"checkpoint {loaded.name!r} is not a regression PFN (model_kind "
+            f"{loaded.card.get('model_kind')!r}); {needed_by}"
+        )
+    return loaded
 
 
 class PFNSurrogate:
@@ -87,17 +108,10 @@ class PFNSurrogate:
         box = box if isinstance(box, Box) else Box.from_bounds(box)
         if not softmax_temperature > 0:
             raise ValueError(f"softmax_temperature must be positive, got {softmax_temperature}")
-        loaded = (
-            checkpoint
-            if isinstance(checkpoint, Checkpoint)
-            else load_checkpoint(checkpoint, device=device)
+        loaded = load_regression_pfn(
+            checkpoint, device, needed_by="Bayesian optimisation needs one, e.g. 'gp'"
         )
         model = loaded.model
-        if not isinstance(model, PFN) or model.config.is_classifier:
-            raise ValueError(
-                f"checkpoint {loaded.name!r} is not a regression PFN (model_kind "
-                f"{loaded.card.get('model_kind')!r}); Bayesian optimisation needs one, e.g. 'gp'"
-            )
         self.checkpoint = loaded
         # inference only: gradients flow to the query points, never to the weights
         self.model: PFN = model.to(device=device, dtype=dtype).requires_grad_(False)
