@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from pfnkit.data import Batch
+from priors.clustered_inputs import draw_clustered_unit
 from priors.gp_kernels import KERNELS, kernel_matrix, linear_kernel_matrix
 from priors.hyperprior import Hyperprior
 
@@ -51,7 +52,7 @@ __all__ = [
     "kernel_matrix",
 ]
 
-X_DISTRIBUTIONS = ("uniform", "normal")
+X_DISTRIBUTIONS = ("uniform", "normal", "clustered")
 SCALINGS = ("none", "sqrt")
 _MAX_JITTER = 1e-2
 
@@ -60,10 +61,17 @@ def draw_inputs(
     shape: tuple[int, int, int], generator: torch.Generator, *, distribution: str, low: float,
     high: float,
 ) -> Tensor:  # fmt: skip
-    """Inputs x (float64): N(0, 1) for ``distribution = "normal"``, else U[low, high]."""
+    """Inputs x (float64): N(0, 1) for ``distribution = "normal"``, else in [low, high]^D.
+
+    "uniform" draws them uniformly; "clustered" crowds them around a few centres per task,
+    as a Bayesian-optimisation run does (`priors.clustered_inputs`).
+    """
     if distribution == "normal":
         return torch.randn(shape, generator=generator, dtype=torch.float64)
-    u_BTD = torch.rand(shape, generator=generator, dtype=torch.float64)
+    if distribution == "clustered":
+        u_BTD = draw_clustered_unit(shape, generator)
+    else:
+        u_BTD = torch.rand(shape, generator=generator, dtype=torch.float64)
     return low + (high - low) * u_BTD
 
 
@@ -86,8 +94,10 @@ class GPPriorConfig:
         num_features_min: fewest used features; each task draws d uniformly from
             [num_features_min, num_features] and zeroes features d+1..D. None (the
             default) means num_features: every task uses every feature.
-        x_distribution: "uniform" (U[x_low, x_high] per feature) or "normal" (N(0, 1)
-            per feature, matching per-feature standardization of real data).
+        x_distribution: "uniform" (U[x_low, x_high] per feature), "normal" (N(0, 1)
+            per feature, matching per-feature standardization of real data) or
+            "clustered" (in [x_low, x_high]^D, crowded around a few centres per task as
+            the points of a BO run are; `priors.clustered_inputs`).
         lengthscale_scaling: "none", or "sqrt" to multiply every drawn lengthscale by √d.
         feature_rescale: "none", or "sqrt" to multiply the used features by √(D / d);
             a checkpoint's card must then declare ``pad_rescale = "sqrt"`` in its
@@ -257,7 +267,7 @@ class GPPrior:
     def input_range(self) -> tuple[float, float] | None:
         """The interval (x_low, x_high) every input feature is drawn from; None if unbounded."""
         cfg = self.config
-        if cfg.x_distribution != "uniform" or cfg.feature_rescale != "none":
+        if cfg.x_distribution == "normal" or cfg.feature_rescale != "none":
             return None
         return (cfg.x_low, cfg.x_high)
 

@@ -56,7 +56,8 @@ class StudentTPriorConfig:
         nngp: the network behind the "nngp" kernel (a table of `NNGPKernelConfig` fields).
         scale_concentration: α of the inverse-gamma scale prior; y has 2α degrees of freedom.
         scale_rate: β of the inverse-gamma scale prior; E[σ²] = β / (α − 1) for α > 1.
-        x_distribution: "uniform" (U[x_low, x_high] per feature) or "normal" (N(0, 1)).
+        x_distribution: "uniform" (U[x_low, x_high] per feature), "normal" (N(0, 1)) or
+            "clustered" (crowded around a few centres, `priors.clustered_inputs`).
         x_low: lower bound of the input cube.
         x_high: upper bound of the input cube.
     """

@@ -25,6 +25,7 @@ pytest.importorskip("optuna")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bo.py"
+SOLVE_ROUTE_ATOL = 1e-8  # float64 GP predictive by two linear-algebra routes (condition ~1e2)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,32 @@ def test_problems_know_their_minima(bench) -> None:
     ys = np.array([3.0, 1.0, 2.0, 0.5])
     expected = np.maximum(np.array([3.0, 1.0, 1.0, 0.5]) - branin.minimum, 0)
     assert np.allclose(branin.regret(ys), expected, rtol=0, atol=FLOAT64_ATOL)
+
+
+def test_bo_designs_smoke_and_its_oracle(tmp_path: Path) -> None:
+    """benchmarks/bo_designs.py end to end, and its oracle against scikit-learn's fixed GP."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process import kernels as sk
+
+    designs = load_script(ROOT / "benchmarks" / "bo_designs.py", "bo_designs")
+    tiny = save_tiny(tmp_path / "tiny-bo")
+    out = designs.main(["--smoke", "--checkpoints", str(tiny), "--json", str(tmp_path / "d.json")])
+    assert set(out["summary"]) == set(designs.DESIGNS)
+    for row in out["summary"].values():
+        assert set(row) == {str(tiny), "ML-II GP"}
+        assert all(np.isfinite(v["mean"]) for v in row.values())
+    rng = np.random.default_rng(0)
+    u = designs.draw_design("corner", 20, 3, rng)
+    assert u.shape == (20 + designs.N_QUERY, 3) and u.min() >= 0 and u.max() <= 1
+    x, ls, scale, noise = (u - 0.5) * 12**0.5, np.array([0.7, 1.5, 3.0]), 1.3, 0.01
+    cov = designs.matern52(x, x, ls, scale) + noise * np.eye(len(x))
+    y = rng.standard_normal(len(x))
+    mean, var = designs.oracle_predictive(cov, 20, scale + noise, y[:20])
+    kernel = sk.ConstantKernel(scale, "fixed") * sk.Matern(ls, "fixed", nu=2.5) + sk.WhiteKernel(
+        noise, "fixed"
+    )
+    gpr = GaussianProcessRegressor(kernel, optimizer=None, alpha=0.0).fit(x[:20], y[:20])
+    m_sk, s_sk = gpr.predict(x[20:], return_std=True)
+    # two Cholesky-free solves of a jittered 20 x 20 system against sklearn's Cholesky route
+    np.testing.assert_allclose(mean, m_sk, atol=SOLVE_ROUTE_ATOL)
+    np.testing.assert_allclose(var, s_sk**2, atol=SOLVE_ROUTE_ATOL)

@@ -16,6 +16,7 @@ from pfnkit.bo.freeze_thaw import FreezeThaw
 from pfnkit.bo.freeze_thaw_pfn import PFNFreezeThawSurrogate
 from pfnkit.bo.minimize import EvaluationError, minimize
 from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT, PFNSurrogate
+from pfnkit.bo.trust_region import TrustRegionConfig
 
 __all__ = [
     "ACQUISITIONS",
@@ -28,6 +29,7 @@ __all__ = [
     "OptimizeResult",
     "PFNFreezeThawSurrogate",
     "PFNSurrogate",
+    "TrustRegionConfig",
     "default_n_init",
     "expected_improvement",
     "log_expected_improvement",

@@ -21,6 +21,7 @@ from pfnkit.bo.acqf_optim import AcquisitionOptimizerConfig, maximize_acquisitio
 from pfnkit.bo.acquisitions import ACQUISITIONS
 from pfnkit.bo.box import Box
 from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT, PFNSurrogate
+from pfnkit.bo.trust_region import TrustRegion, TrustRegionConfig, inside
 from pfnkit.checkpoint import Checkpoint
 
 __all__ = ["AskTellOptimizer", "OptimizeResult", "default_n_init"]
@@ -65,8 +66,11 @@ class AskTellOptimizer:
     """Minimise a function evaluated elsewhere: `ask` for a point, `tell` its value.
 
     The first `n_init` points come from a scrambled Sobol design of the box; each later
-    point maximises the acquisition under the PFN surrogate's posterior given all told
-    points (see `PFNSurrogate` for how the box and the values map into the model).
+    point maximises the acquisition under the PFN surrogate's posterior (see
+    `PFNSurrogate` for how the box and the values map into the model). By default the
+    surrogate reads the points inside a TuRBO trust region around the best point, mapped
+    onto the unit cube, and the acquisition is climbed inside it (`pfnkit.bo.trust_region`);
+    while that box is as wide as the cube, or holds too few points, it reads all of them.
     Points asked but not yet told are put in the context at the surrogate's predicted
     median (the "kriging believer"), so several asks in a row return distinct points.
 
@@ -87,6 +91,8 @@ class AskTellOptimizer:
             "rank" (default; the Gaussian copula), "power" (Yeo-Johnson) or
             "standardize".
         config: the acquisition search; `AcquisitionOptimizerConfig()` when None.
+        trust_region: True (default) for TuRBO's schedule with its published defaults,
+            a `TrustRegionConfig` for another, or False for every step global.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class AskTellOptimizer:
         dtype: torch.dtype = torch.float32,
         y_transform: str = "rank",
         config: AcquisitionOptimizerConfig | None = None,
+        trust_region: bool | TrustRegionConfig = True,
     ) -> None:
         self.box = Box.from_bounds(bounds)
         if acquisition not in ACQUISITIONS:
@@ -121,6 +128,12 @@ class AskTellOptimizer:
         self._ys: list[float] = []
         self._ask_seconds: list[float] = []
         self._pending: dict[tuple[float, ...], tuple[np.ndarray, float]] = {}
+        if not isinstance(trust_region, (bool, TrustRegionConfig)):
+            raise TypeError(
+                f"trust_region must be a bool or a TrustRegionConfig, got {trust_region!r}"
+            )
+        region_config = TrustRegionConfig() if trust_region is True else trust_region
+        self.trust_region = TrustRegion(region_config, self.box.dim) if region_config else None
 
     # --------------------------------------------------------------------- the loop
     def ask(self) -> np.ndarray:
@@ -156,6 +169,8 @@ class AskTellOptimizer:
             )
         value = _as_finite_value(y, point)
         stored, seconds = self._pending.pop(key)
+        if self.trust_region is not None and len(self._ys) >= self.n_init:
+            self.trust_region.update(min(self._ys), value)
         self._xs.append(stored)
         self._ys.append(value)
         self._ask_seconds.append(seconds)
@@ -220,12 +235,18 @@ class AskTellOptimizer:
 
     # -------------------------------------------------------------------- internals
     def _propose(self) -> np.ndarray:
-        u_obs = self.box.to_unit(self.xs)
-        ys = self.ys
+        u_obs, ys = self.box.to_unit(self.xs), self.ys
+        pending = [x for x, _ in self._pending.values()]
+        u_pending = self.box.to_unit(np.array(pending)) if pending else np.empty((0, self.box.dim))
+        region = None if self.trust_region is None else self.trust_region.box(u_obs, ys)
+        low, high = region or (np.zeros(self.box.dim), np.ones(self.box.dim))
+        if region is not None:  # the points in the box, mapped onto the unit cube
+            keep, keep_pending = inside(u_obs, low, high), inside(u_pending, low, high)
+            u_obs, ys, u_pending = u_obs[keep], ys[keep], u_pending[keep_pending]
+            u_obs, u_pending = (u_obs - low) / (high - low), (u_pending - low) / (high - low)
         surrogate = self.surrogate.fit(u_obs, ys)
         u_ctx = u_obs
-        if self._pending:  # kriging believer: pending points at their predicted median
-            u_pending = self.box.to_unit(np.array([x for x, _ in self._pending.values()]))
+        if len(u_pending):  # kriging believer: pending points at their predicted median
             with torch.no_grad():
                 median = surrogate.posterior_unit(torch.as_tensor(u_pending)).median
             believed = surrogate.untransform_y(median.double().cpu().numpy())
@@ -240,8 +261,9 @@ class AskTellOptimizer:
         order = np.argsort(np.concatenate([ys, np.full(len(u_ctx) - len(ys), np.inf)]))
         observed = torch.as_tensor(u_ctx[order], dtype=torch.float64)
         u = maximize_acquisition(score, observed, generator=self._generator, config=self.config)
-        log.debug("proposal %d at u = %s", len(ys) + len(self._pending) + 1, u.tolist())
-        return u.detach().cpu().numpy()
+        u = low + u.detach().cpu().numpy() * (high - low)
+        log.debug("proposal %d at u = %s (box %s)", len(self._ys) + 1, u.tolist(), region)
+        return np.clip(u, 0.0, 1.0)
 
 
 def _as_finite_value(y: object, x: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from pfnkit.bo.acqf_optim import AcquisitionOptimizerConfig
 from pfnkit.bo.ask_tell import AskTellOptimizer, OptimizeResult, default_n_init
 from pfnkit.bo.box import Box
 from pfnkit.bo.surrogate import DEFAULT_CHECKPOINT
+from pfnkit.bo.trust_region import TrustRegionConfig
 from pfnkit.checkpoint import Checkpoint
 
 __all__ = ["EvaluationError", "minimize"]
@@ -49,13 +50,15 @@ def minimize(
     dtype: torch.dtype = torch.float32,
     y_transform: str = "rank",
     config: AcquisitionOptimizerConfig | None = None,
+    trust_region: bool | TrustRegionConfig = True,
     progress: bool = False,
 ) -> OptimizeResult:
     """Minimise `f` over a box with Bayesian optimisation and a PFN surrogate.
 
     `n_init` points of a scrambled Sobol design come first; every later point maximises
-    the acquisition under the PFN's posterior predictive given all points so far
-    (Müller et al., arXiv 2305.17535), found from many random starts refined by
+    the acquisition under the PFN's posterior predictive given the points so far
+    (Müller et al., arXiv 2305.17535), by default those inside a TuRBO trust region
+    around the best point (`pfnkit.bo.trust_region`), found from many random starts refined by
     gradients (`pfnkit.bo.maximize_acquisition`). The box maps onto the surrogate's
     inputs as `PFNSurrogate` says; the values map, afresh at every step, to the
     standardized normal scores of their ranks (`y_transform="rank"`, `pfnkit.bo.outputs`),
@@ -75,6 +78,9 @@ def minimize(
         device, dtype, y_transform, config: the surrogate's device and dtype, the map of
             the values ("rank", "power" or "standardize") and the acquisition search
             (`AcquisitionOptimizerConfig`), as in `AskTellOptimizer`.
+        trust_region: True (default) reads and searches a TuRBO trust region around the
+            best point (`pfnkit.bo.trust_region`), a `TrustRegionConfig` sets its
+            schedule, False makes every step global; as in `AskTellOptimizer`.
         progress: show a rich progress bar: evaluations done and the best value so far.
 
     Returns:
@@ -89,7 +95,8 @@ def minimize(
     n_init = _design_size(n_evals, n_init, Box.from_bounds(bounds).dim)
     optimizer = AskTellOptimizer(bounds, n_init=n_init, acquisition=acquisition,
                                  checkpoint=checkpoint, seed=seed, device=device, dtype=dtype,
-                                 y_transform=y_transform, config=config)  # fmt: skip
+                                 y_transform=y_transform, config=config,
+                                 trust_region=trust_region)  # fmt: skip
     return _run(optimizer, f, int(n_evals), progress=progress)
 
 
