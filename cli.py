@@ -255,6 +255,7 @@ def cmd_optimize(args: argparse.Namespace, argv: list[str]) -> int:
             args.function, args.bounds, args.n_evals, n_init=args.n_init,
             acquisition=args.acquisition, checkpoint=args.checkpoint, seed=args.seed,
             json_path=args.json, progress=not args.no_progress,
+            trust_region=not args.no_trust_region,
         )  # fmt: skip
     except ValueError as error:  # a bad name, bounds, budget or acquisition, or a bad f(x)
         raise SystemExit(f"optimize: {error}") from error
@@ -427,11 +428,8 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-evals", type=int, default=50, help="evaluations of f, design included")
     p.add_argument("--n-init", type=int, help="initial Sobol design (default d + 1)")
     p.add_argument("--acquisition", default="ei", help="ei (default), log_ei, pi or lcb")
-    p.add_argument(
-        "--checkpoint",
-        help="regression PFN, name or path (default pfnkit.bo.DEFAULT_CHECKPOINT, the "
-        "general-purpose regressor)",
-    )
+    p.add_argument("--checkpoint", help="regression PFN (default pfnkit.bo.DEFAULT_CHECKPOINT)")
+    p.add_argument("--no-trust-region", action="store_true", help="every step global (no TuRBO)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same points")
     p.add_argument("--json", help="write the history and the best point to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -166,6 +166,7 @@ def optimize_command(
     seed: int = 0,
     json_path: str | Path | None = None,
     progress: bool = False,
+    trust_region: bool = True,
 ) -> Table:
     """Minimise the function named `function` over `bounds` with `minimize`; the table.
 
@@ -179,6 +180,7 @@ def optimize_command(
         seed: the same seed gives the same points.
         json_path: where to write the history and the best point (`result_to_dict`).
         progress: show a rich progress bar (evaluations done, best value so far).
+        trust_region: read and search a TuRBO trust region (`minimize`); False: global.
 
     Returns:
         The improvements, titled with the best value found.
@@ -199,6 +201,7 @@ def optimize_command(
         checkpoint=checkpoint,
         seed=seed,
         progress=progress,
+        trust_region=trust_region,
     )
     settings = {
         "function": function,
@@ -206,6 +209,7 @@ def optimize_command(
         "acquisition": acquisition,
         "checkpoint": str(checkpoint),
         "seed": seed,
+        "trust_region": trust_region,
     }
     if json_path is not None:
         path = Path(json_path)

@@ -131,6 +131,12 @@ def test_cli_optimize_writes_the_run_that_minimize_makes(
     assert np.array_equal(direct.xs, xs)
     assert f"minimum {report['y_best']:.6g} after 5 evaluations" in " ".join(printed.split())
     assert f"best {report['y_best']:.6g}" in printed  # the progress bar, on by default
+    assert report["trust_region"] is True
+    assert cli.main([*argv, "--no-trust-region", "--n-evals", "9"]) == 0
+    report = json.loads(out.read_text())
+    direct = minimize(bowl, [(-1, 1), (-2, 2)], 9, n_init=3, checkpoint=tiny, seed=4,
+                      trust_region=False)  # fmt: skip
+    assert report["trust_region"] is False and np.array_equal(direct.xs, report["xs"])
 
 
 @pytest.mark.parametrize(
