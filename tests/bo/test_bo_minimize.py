@@ -1,11 +1,17 @@
-"""minimize with the default checkpoint ("gp") against random search (slow: 5-10 s a problem),
-and its progress bar (fast, a tiny checkpoint).
+"""minimize against random search (slow: 5-10 s a problem), and its progress bar (fast, a
+tiny checkpoint).
 
-Same budget, same seeds (0-3). Measured median regrets, BO against random search, on 2
-loaded CPU cores (about 0.09 s per BO step, the search of `AcquisitionOptimizerConfig()`):
-quadratic-1d 1.1e-5 against 6.5e-3 (15 evaluations), quadratic-2d 4.7e-3 against 0.13
-(20), Branin 0.073 against 1.31 (25): ratios 1.7e-3, 0.035 and 0.056, below the asserted
-0.01, 0.2 and 0.5.
+Same budget, same seeds (0-3). Two configurations, each with its own claim:
+
+* global steps on "gp" (the defaults before the trust region and "gp-bo-lownoise"):
+  measured median regrets, BO against random search, on 2 loaded CPU cores: quadratic-1d
+  1.1e-5 against 6.5e-3 (15 evaluations), quadratic-2d 4.7e-3 against 0.13 (20), Branin
+  0.073 against 1.31 (25): ratios 1.7e-3, 0.035 and 0.056, below the asserted 0.01, 0.2
+  and 0.5;
+* the defaults (`DEFAULT_CHECKPOINT` with the trust region): the same 0.2 and 0.5 on
+  quadratic-2d and Branin, but 0.05 on quadratic-1d, where they measured 1.4e-4 (ratio
+  0.021): they refine a 1-D bowl more slowly than the global "gp" did, a cost paid for
+  their lower regret across the 2-6 dimensional functions of benchmarks/bo.py (README).
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ PROBLEMS: dict[str, tuple[Callable[[np.ndarray], float], list, int, float]] = {
     "branin": (branin, [(-5.0, 10.0), (0.0, 15.0)], 25, 0.397887),
 }
 # median regret of BO at most this fraction of random search's, same budget and seeds
-MAX_REGRET_RATIO = {"quadratic-1d": 0.01, "quadratic-2d": 0.2, "branin": 0.5}
+MAX_REGRET_RATIO = {"quadratic-1d": 0.05, "quadratic-2d": 0.2, "branin": 0.5}
+MAX_REGRET_RATIO_GLOBAL_GP = {"quadratic-1d": 0.01, "quadratic-2d": 0.2, "branin": 0.5}
+GLOBAL_GP = {"checkpoint": "gp", "trust_region": False}
 
 
 def random_search(f: Callable[[np.ndarray], float], bounds: list, n_evals: int, seed: int) -> float:
@@ -54,11 +62,15 @@ def random_search(f: Callable[[np.ndarray], float], bounds: list, n_evals: int, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_minimize_beats_random_search(name) -> None:
+@pytest.mark.parametrize("setting", ["default", "global-gp"])
+def test_minimize_beats_random_search(name, setting) -> None:
     f, bounds, n_evals, f_min = PROBLEMS[name]
-    bo = [minimize(f, bounds, n_evals, seed=seed).y_best - f_min for seed in SEEDS]
+    options, ratios = ({}, MAX_REGRET_RATIO)
+    if setting == "global-gp":
+        options, ratios = (GLOBAL_GP, MAX_REGRET_RATIO_GLOBAL_GP)
+    bo = [minimize(f, bounds, n_evals, seed=seed, **options).y_best - f_min for seed in SEEDS]
     rs = [random_search(f, bounds, n_evals, seed) - f_min for seed in SEEDS]
-    assert np.median(bo) <= MAX_REGRET_RATIO[name] * np.median(rs), (bo, rs)
+    assert np.median(bo) <= ratios[name] * np.median(rs), (bo, rs)
 
 
 def test_progress_bar_shows_the_best_value_and_changes_nothing(
