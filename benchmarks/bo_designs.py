@@ -1,6 +1,6 @@
 """BO surrogates on the designs a BO run makes: PFN and ML-II GP against the true GP.
 
-Run:  OMP_NUM_THREADS=1 python benchmarks/bo_designs.py [--checkpoints gp-bo,gp-bo-clustered]
+Run:  OMP_NUM_THREADS=1 python benchmarks/bo_designs.py [--checkpoints gp,gp-bo-lownoise]
           [--dim 6] [--tasks 30] [--n-ctx 40] [--prior-config examples/configs/gp_bo_ft.toml]
           [--json out.json] [--markdown] [--smoke]
 
@@ -57,7 +57,7 @@ SMOKE = {"tasks": 2, "n_ctx": 16, "dim": 2}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoints", default="gp-bo,gp-bo-clustered", help="comma-separated")
+    p.add_argument("--checkpoints", default="gp,gp-bo-lownoise", help="names or paths, comma-separated")
     p.add_argument("--dim", type=int, default=6, help="dimension of the box")
     p.add_argument("--tasks", type=int, default=30, help="GP draws per design")
     p.add_argument("--n-ctx", type=int, default=40, help="observed points per task")
