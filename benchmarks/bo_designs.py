@@ -57,7 +57,7 @@ SMOKE = {"tasks": 2, "n_ctx": 16, "dim": 2}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoints", default="gp,gp-bo-lownoise", help="names or paths, comma-separated")
+    p.add_argument("--checkpoints", default="gp,gp-bo-lownoise", help="names or paths, comma-sep.")
     p.add_argument("--dim", type=int, default=6, help="dimension of the box")
     p.add_argument("--tasks", type=int, default=30, help="GP draws per design")
     p.add_argument("--n-ctx", type=int, default=40, help="observed points per task")
