@@ -45,6 +45,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process import kernels as sk
 
 from pfnkit.bo.surrogate import PFNSurrogate
+from priors.gp_kernels import kernel_matrix
 from priors.hyperprior import Hyperprior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,8 +88,12 @@ def draw_design(design: str, n: int, d: int, rng: np.random.Generator) -> np.nda
 
 
 def matern52(a: np.ndarray, b: np.ndarray, lengthscale: np.ndarray, scale: float) -> np.ndarray:
-    r = math.sqrt(5) * np.sqrt((((a[:, None] - b[None]) / lengthscale) ** 2).sum(-1))
-    return scale * (1 + r + r * r / 3) * np.exp(-r)
+    """The Matérn-5/2 ARD kernel matrix of the GP prior (`priors.gp_kernels`), in numpy."""
+    a_1ND, b_1MD, ls_1D = (
+        torch.as_tensor(v, dtype=torch.float64)[None] for v in (a, b, lengthscale)
+    )
+    scale_1 = torch.tensor([scale], dtype=torch.float64)
+    return kernel_matrix("matern52", a_1ND, b_1MD, ls_1D, scale_1)[0].numpy()
 
 
 def gaussian_nll(y: np.ndarray, mean: np.ndarray, var: np.ndarray) -> float:
