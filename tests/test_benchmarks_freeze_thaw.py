@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -296,3 +297,36 @@ def test_lc_extrapolation_pfn_score_is_the_model_forward(
     with torch.no_grad():
         expected = float(model(task.x_ctx, task.y_ctx, task.x_qry).log_prob(task.y_qry)[0, 0])
     assert methods.pfn_log_prob(model, task).log_prob == pytest.approx(expected, abs=1e-5)
+
+
+def test_lc_oracle_gap_smoke_and_its_oracle(tiny_lc_checkpoint: Path, tmp_path: Path) -> None:
+    """benchmarks/lc_oracle_gap.py end to end (a checkpoint against itself pairs to zero), and
+    its oracle NLL against scipy's normal log-density of the families' formulas, task by task."""
+    import torch
+    from scipy.stats import norm
+
+    gap = load_script(ROOT / "benchmarks" / "lc_oracle_gap.py", "lc_oracle_gap")
+    tiny, twin = str(tiny_lc_checkpoint), str(tmp_path / "lc-twin")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny + suffix, twin + suffix)
+    with pytest.raises(SystemExit, match="twice"):
+        gap.main(["--smoke", "--checkpoints", f"{tiny},{tiny}"])
+    argv = ["--smoke", "--checkpoints", f"{tiny},{twin}", "--json", str(tmp_path / "g.json")]
+    out = gap.main(argv)
+    assert json.loads((tmp_path / "g.json").read_text())["tasks"] == gap.SMOKE["tasks"]
+    assert [int(k) for k in out["rows"]] == [3, 10]
+    for row in out["rows"].values():
+        assert np.isfinite(row["gaps"][tiny]["mean"])
+        assert row["paired_vs_first"][twin]["mean"] == 0.0
+        assert len(row["gaps"][tiny]["by_noise_quarter"]) == gap.N_NOISE_BINS
+    prior = gap.curve_prior([{"name": "t", "prior_name": "lc-parametric", "prior_config": {}}])
+    batch = prior.sample(5, 7, 6, generator=torch.Generator().manual_seed(1))
+    params = batch.meta["params"].double()
+    got = gap.oracle_nll(prior, params, batch.x_qry[..., 0], batch.y_qry)
+    for b in range(5):
+        t = np.rint(batch.x_qry[b, :, 0].double().numpy() * 50).astype(int)
+        curve = prior.mean_curve(params[b : b + 1], torch.arange(1.0, 51).double())[0].numpy()
+        want = -norm.logpdf(batch.y_qry[b].double().numpy(), curve[t - 1], params[b, -1].item())
+        assert got[b] == pytest.approx(want.mean(), abs=FLOAT64_ATOL)
+    bins = gap.noise_bins(np.array([0.4, 0.1, 0.3, 0.2, 0.05, 0.5, 0.35, 0.15]))
+    assert bins.tolist() == [3, 0, 2, 1, 0, 3, 2, 1]
