@@ -88,7 +88,7 @@ class AskTellOptimizer:
         device: torch device of the surrogate.
         dtype: torch dtype of the surrogate's model.
         y_transform: how values map into the surrogate's units (`pfnkit.bo.outputs`):
-            "rank" (default; the Gaussian copula), "power" (Yeo-Johnson) or
+            "power" (default; Yeo-Johnson), "rank" (the Gaussian copula) or
             "standardize".
         config: the acquisition search; `AcquisitionOptimizerConfig()` when None.
         trust_region: True (default) for TuRBO's schedule with its published defaults,
@@ -105,7 +105,7 @@ class AskTellOptimizer:
         seed: int = 0,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        y_transform: str = "rank",
+        y_transform: str = "power",
         config: AcquisitionOptimizerConfig | None = None,
         trust_region: bool | TrustRegionConfig = True,
     ) -> None:

@@ -48,7 +48,7 @@ def minimize(
     seed: int = 0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    y_transform: str = "rank",
+    y_transform: str = "power",
     config: AcquisitionOptimizerConfig | None = None,
     trust_region: bool | TrustRegionConfig = True,
     progress: bool = False,
@@ -61,8 +61,9 @@ def minimize(
     around the best point (`pfnkit.bo.trust_region`), found from many random starts refined by
     gradients (`pfnkit.bo.maximize_acquisition`). The box maps onto the surrogate's
     inputs as `PFNSurrogate` says; the values map, afresh at every step, to the
-    standardized normal scores of their ranks (`y_transform="rank"`, `pfnkit.bo.outputs`),
-    which keeps the differences between the lowest values visible to the surrogate.
+    standardized values warped by a Yeo-Johnson power transform fitted to them
+    (`y_transform="power"`, `pfnkit.bo.outputs`), which keeps the differences between the
+    lowest values visible to the surrogate.
 
     Args:
         f: the objective; called with a (d,) float64 array inside the bounds, returns

@@ -6,11 +6,12 @@ their low values into such a sliver once standardized, and BO stops resolving th
 Branin it settles on the first basin it finds. Two warps, refitted to the values seen so
 far at every step, spread that sliver out:
 
-* ``"rank"`` (the default): the Gaussian copula of Salinas et al., "A Quantile-based
+* ``"rank"``: the Gaussian copula of Salinas et al., "A Quantile-based
   Approach for Hyperparameter Transfer Learning" (arXiv 1909.13595): the i-th smallest of
   m distinct values goes to ``Φ⁻¹((i - 1/2) / m)``, standardized, and values in between
   (or beyond) are interpolated (or extrapolated) linearly;
-* ``"power"``: standardize, then a Yeo-Johnson transform fitted by maximum likelihood
+* ``"power"`` (the default of `minimize`, `AskTellOptimizer` and `PFNSurrogate`):
+  standardize, then a Yeo-Johnson transform fitted by maximum likelihood
   (Yeo and Johnson, Biometrika 2000), as HEBO does (Cowen-Rivers et al., arXiv
   2012.03826).
 

@@ -89,7 +89,7 @@ class PFNSurrogate:
         device: torch device of the model.
         dtype: torch dtype of the model (float32 is about twice as fast on a CPU; the
             acquisitions compute in float64 either way).
-        y_transform: "rank" (default), "power" or "standardize" (`OutputTransform`).
+        y_transform: "power" (default), "rank" or "standardize" (`OutputTransform`).
         softmax_temperature: the model's logits are divided by it (1.0: the model's own
             posterior predictive).
         query_chunk_size: query points per forward pass.
@@ -102,7 +102,7 @@ class PFNSurrogate:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        y_transform: str = "rank",
+        y_transform: str = "power",
         softmax_temperature: float = 1.0,
         query_chunk_size: int = 2048,
     ) -> None:
