@@ -114,7 +114,7 @@ def noise_bins(sigma_B: np.ndarray) -> np.ndarray:
 def summarize(gaps_B: np.ndarray, bins_B: np.ndarray) -> dict:
     return {
         "mean": float(gaps_B.mean()),
-        "se": float(gaps_B.std(ddof=1) / math.sqrt(len(gaps_B))) if len(gaps_B) > 1 else None,
+        "se": float(gaps_B.std(ddof=1) / math.sqrt(len(gaps_B))),  # parse_args: ≥ 4 tasks
         "by_noise_quarter": [float(gaps_B[bins_B == q].mean()) for q in range(N_NOISE_BINS)],
     }
 
@@ -140,12 +140,12 @@ def main(argv: list[str] | None = None) -> dict:
             "oracle_nll": float(oracle.mean()),
             "sigma_quarter_medians": [
                 float(np.median(sigma[bins == q])) for q in range(N_NOISE_BINS)
-            ],  # fmt: skip
+            ],
             "gaps": {name: summarize(g, bins) for name, g in gaps.items()},
             # each checkpoint's per-task gap minus the first's, on the same curves
             "paired_vs_first": {
                 name: summarize(g - first, bins) for name, g in list(gaps.items())[1:]
-            },  # fmt: skip
+            },
         }
     out = {
         "command": " ".join(["python", "benchmarks/lc_oracle_gap.py", *(argv or sys.argv[1:])]),
@@ -180,9 +180,8 @@ def report(out: dict, markdown: bool) -> None:
         cells = [str(n_ctx), f"{row['oracle_nll']:+.3f}"]
         for name in names:
             g = row["gaps"][name]
-            se = "" if g["se"] is None else f" ± {g['se']:.3f}"
             cells += [
-                f"{g['mean']:+.3f}{se}",
+                f"{g['mean']:+.3f} ± {g['se']:.3f}",
                 " / ".join(f"{v:+.2f}" for v in g["by_noise_quarter"]),
             ]
         table.add_row(*cells)

@@ -300,7 +300,8 @@ def test_lc_extrapolation_pfn_score_is_the_model_forward(
 
 
 def test_lc_oracle_gap_smoke_and_its_oracle(tiny_lc_checkpoint: Path, tmp_path: Path) -> None:
-    """benchmarks/lc_oracle_gap.py end to end (a checkpoint against itself pairs to zero), and
+    """benchmarks/lc_oracle_gap.py end to end (a checkpoint paired with a copy of itself
+    differs by exactly zero; the same one named twice is refused), and
     its oracle NLL against scipy's normal log-density of the families' formulas, task by task."""
     import torch
     from scipy.stats import norm
