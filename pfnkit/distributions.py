@@ -253,8 +253,9 @@ class BarDistribution(Distribution):
         left = b[1] + s_left * torch.special.ndtri(frac / 2)
         right_rem = ((1 - q) / p).clamp(0, 1)
         right = b[-2] - s_right * torch.special.ndtri(right_rem / 2)
-        out = torch.where(idx == 0, left, inner)
-        return torch.where(idx == self.n_bars - 1, right, out)
+        out = torch.where(idx == self.n_bars - 1, right, torch.where(idx == 0, left, inner))
+        out = torch.where(q >= 1, torch.inf, out)  # even where the cumsum overshoots 1 by an ulp
+        return torch.where(q <= 0, -torch.inf, out)
 
     def icdf(self, value: Tensor) -> Tensor:
         """Quantile function; `value` broadcasts against the batch like `log_prob`."""

@@ -55,6 +55,12 @@ def load_regression_pfn(
             f"checkpoint {loaded.name!r} is not a regression PFN (model_kind "
             f"{loaded.card.get('model_kind')!r}); {needed_by}"
         )
+    if model.config.y_context_floor > 0:
+        raise ValueError(
+            f"checkpoint {loaded.name!r} standardizes its targets per context (y_context_floor "
+            f"{model.config.y_context_floor}), so its bars are not on the y scale that the "
+            f"acquisitions read; {needed_by}"
+        )
     return loaded
 
 

@@ -191,6 +191,12 @@ class CheckpointEstimator(BaseEstimator):
                 f"a {head or 'non-PFN'} head, but {type(self).__name__} needs a PFN with a "
                 f"{self._head} head{hint}"
             )
+        if getattr(loaded.model.config, "y_context_floor", 0) > 0:
+            raise ValueError(
+                f"checkpoint {loaded.name!r} standardizes its targets per context "
+                "(y_context_floor > 0); the estimators map data by the card's data_mapping "
+                "and read bars on the y scale, so they need a PFN with y_context_floor = 0"
+            )
 
     def _check_feature_count(self, X: np.ndarray, *, allow_more: bool = False) -> None:
         """Refuse a feature count the card's mapping cannot take.

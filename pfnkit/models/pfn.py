@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from pfnkit.distributions import BarDistribution
+from pfnkit.models.context_scaling import LocScaleBars, context_loc_scale
 from pfnkit.nn import ContextBlock, FeedForward
 
 __all__ = ["PFN", "ContextCache", "PFNConfig"]
@@ -29,6 +30,11 @@ class PFNConfig:
         n_bars: buckets of the bar-distribution head (regression only).
         n_classes: 0 for regression; C >= 2 for classification over labels 0..C-1,
             with a Categorical head and embedded context labels.
+        y_context_floor: 0 reads the targets as they are. A positive value (regression
+            only) standardizes each task's targets by its context mean and
+            ``sqrt(var + y_context_floor²)``, embeds that mean and log scale into the
+            context tokens, and returns a `LocScaleBars` whose bars live on the z scale
+            (`pfnkit.models.context_scaling`).
     """
 
     num_features: int = 1
@@ -38,6 +44,7 @@ class PFNConfig:
     d_ff: int = 256
     n_bars: int = 1000
     n_classes: int = 0
+    y_context_floor: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_features", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -52,6 +59,11 @@ class PFNConfig:
             )
         if not self.is_classifier and self.n_bars < 3:
             raise ValueError(f"n_bars must be at least 3, got {self.n_bars}")
+        if self.y_context_floor < 0 or (self.y_context_floor > 0 and self.is_classifier):
+            raise ValueError(
+                "y_context_floor must be 0, or positive for a regression PFN; "
+                f"got {self.y_context_floor} with n_classes={self.n_classes}"
+            )
 
     @property
     def is_classifier(self) -> bool:
@@ -67,10 +79,16 @@ class PFNConfig:
 
 @dataclass(frozen=True)
 class ContextCache:
-    """Per-layer context keys and values, each (B, H, N, K): the result of `encode_context`."""
+    """Per-layer context keys and values, each (B, H, N, K): the result of `encode_context`.
+
+    `loc` and `scale` ((B, 1)) are the context's target statistics of a PFN that
+    standardizes per context (`PFNConfig.y_context_floor`), else None.
+    """
 
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
+    loc: Tensor | None = None
+    scale: Tensor | None = None
 
 
 class PFN(nn.Module):
@@ -109,6 +127,8 @@ class PFN(nn.Module):
                     "build them with borders_from_samples(prior targets, n_bars)"
                 )
             self.y_encoder = nn.Linear(1, d)
+            if config.y_context_floor > 0:
+                self.stat_encoder = nn.Linear(2, d)  # the context's (loc, log scale)
         self.query_marker = nn.Parameter(torch.zeros(d))
         self.blocks = nn.ModuleList(
             ContextBlock(d, config.n_heads, config.d_ff) for _ in range(config.n_layers)
@@ -127,13 +147,25 @@ class PFN(nn.Module):
                 f"got {tuple(x_BND.shape)}"
             )
 
+    def context_stats(self, y_ctx_BN: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(loc, scale), each (B, 1), of a PFN that standardizes per context; else None."""
+        if self.config.y_context_floor <= 0:
+            return None
+        return context_loc_scale(y_ctx_BN, self.config.y_context_floor)
+
     def embed_context(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor) -> Tensor:
         self._check_inputs(x_ctx_BND, "x_ctx")
         if x_ctx_BND.shape[1] == 0:
             raise ValueError("the context is empty; a PFN needs at least one context point")
         if y_ctx_BN.shape != x_ctx_BND.shape[:2]:
             raise ValueError(f"y_ctx must have shape {tuple(x_ctx_BND.shape[:2])}")
-        return self.x_encoder(x_ctx_BND) + self.embed_targets(y_ctx_BN)
+        stats = self.context_stats(y_ctx_BN)
+        if stats is None:
+            return self.x_encoder(x_ctx_BND) + self.embed_targets(y_ctx_BN)
+        loc_B1, scale_B1 = stats
+        stats_B12 = torch.stack([loc_B1, scale_B1.log()], dim=-1).to(x_ctx_BND.dtype)
+        z_BN = ((y_ctx_BN - loc_B1) / scale_B1).to(y_ctx_BN.dtype)
+        return self.x_encoder(x_ctx_BND) + self.embed_targets(z_BN) + self.stat_encoder(stats_B12)
 
     def embed_targets(self, y_ctx_BN: Tensor) -> Tensor:
         """(B, N, d_model) embedding of context targets: linear, or a label lookup table."""
@@ -158,9 +190,20 @@ class PFN(nn.Module):
         return self.head(self.norm_out(h_qry_BMD))
 
     def output_distribution(
-        self, logits_BMK: Tensor, *, validate_args: bool | None = None
-    ) -> BarDistribution | Categorical:
-        """The head's distribution; `validate_args=False` skips torch's pass over the logits."""
+        self,
+        logits_BMK: Tensor,
+        *,
+        validate_args: bool | None = None,
+        loc_scale: tuple[Tensor, Tensor] | None = None,
+    ) -> BarDistribution | LocScaleBars | Categorical:
+        """The head's distribution; `validate_args=False` skips torch's pass over the logits.
+
+        With `loc_scale` (a PFN that standardizes per context), the bars are on the z scale
+        and the result is their `LocScaleBars` on the y scale.
+        """
+        if loc_scale is not None:
+            bars = BarDistribution(self.borders, logits_BMK, validate_args=validate_args)
+            return LocScaleBars(bars, *loc_scale)
         if self.config.is_classifier:  # half-precision logits (autocast) are read in float32
             logits_BMK = logits_BMK.to(torch.promote_types(logits_BMK.dtype, torch.float32))
             # torch's argument validation cannot reshape an empty (B, 0, C) batch
@@ -171,27 +214,30 @@ class PFN(nn.Module):
     # ------------------------------------------------------------------------- passes
     def forward(
         self, x_ctx_BND: Tensor, y_ctx_BN: Tensor, x_qry_BMD: Tensor
-    ) -> BarDistribution | Categorical:
+    ) -> BarDistribution | LocScaleBars | Categorical:
         """One pass over context and queries; the distribution has batch shape (B, M)."""
         h_ctx_BND = self.embed_context(x_ctx_BND, y_ctx_BN)
+        loc_scale = self.context_stats(y_ctx_BN)
         h_qry_BMD = self.embed_queries(x_qry_BMD)
         n = h_ctx_BND.shape[1]
         h_all_BTD = torch.cat([h_ctx_BND, h_qry_BMD], dim=1)
         for block in self.blocks:
             k_BHNK, v_BHNK = block.context_keys_values(h_all_BTD[:, :n])
             h_all_BTD = block(h_all_BTD, k_BHNK, v_BHNK)
-        return self.output_distribution(self.head_logits(h_all_BTD[:, n:]))
+        return self.output_distribution(self.head_logits(h_all_BTD[:, n:]), loc_scale=loc_scale)
 
     def encode_context(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor) -> ContextCache:
         """Run the context through every layer once and keep each layer's keys and values."""
         h_ctx_BND = self.embed_context(x_ctx_BND, y_ctx_BN)
+        loc_scale = self.context_stats(y_ctx_BN)
         keys, values = [], []
         for block in self.blocks:
             k_BHNK, v_BHNK = block.context_keys_values(h_ctx_BND)
             keys.append(k_BHNK)
             values.append(v_BHNK)
             h_ctx_BND = block(h_ctx_BND, k_BHNK, v_BHNK)
-        return ContextCache(tuple(keys), tuple(values))
+        loc, scale = (None, None) if loc_scale is None else loc_scale
+        return ContextCache(tuple(keys), tuple(values), loc, scale)
 
     def predict_from_cache(
         self,
@@ -200,7 +246,7 @@ class PFN(nn.Module):
         *,
         chunk_size: int | None = None,
         validate_args: bool | None = None,
-    ) -> BarDistribution | Categorical:
+    ) -> BarDistribution | LocScaleBars | Categorical:
         """Predict queries against a cached context, `chunk_size` query points at a time.
 
         `validate_args=False` skips torch's check of the logits, for a caller that checks
@@ -216,7 +262,10 @@ class PFN(nn.Module):
                 h_qry_BMD = block(h_qry_BMD, k_BHNK, v_BHNK)
             logits.append(self.head_logits(h_qry_BMD))
         logits_BMK = logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)
-        return self.output_distribution(logits_BMK, validate_args=validate_args)
+        loc_scale = None if cache.loc is None else (cache.loc, cache.scale)
+        return self.output_distribution(
+            logits_BMK, validate_args=validate_args, loc_scale=loc_scale
+        )
 
     def use_reference_attention(self, enabled: bool = True) -> None:
         """Switch every layer to the plain softmax(QKᵀ/√d)V attention (tests only)."""

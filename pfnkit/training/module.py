@@ -103,6 +103,11 @@ class PFNLightningModule(L.LightningModule):
             raise NotImplementedError(
                 "the Fisher penalty is implemented for regression PFNs only; set fisher_weight = 0"
             )
+        if self.config.fisher_weight > 0 and self.model.config.y_context_floor > 0:
+            raise NotImplementedError(
+                "the Fisher penalty is implemented for PFNs with fixed bars; "
+                "set fisher_weight = 0 or y_context_floor = 0"
+            )
         if self.config.fisher_weight > 0:
             nll, fisher = self.regularised_loss(batch)
             loss = nll + self.config.fisher_weight * fisher

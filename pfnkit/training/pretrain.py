@@ -24,9 +24,10 @@ from pfnkit.checkpoint import Checkpoint, load_checkpoint
 from pfnkit.data import Prior
 from pfnkit.distributions import borders_from_samples
 from pfnkit.models import PFN, DistributionTransformer, DTConfig, PFNConfig
+from pfnkit.models.context_scaling import standardized_targets
 from pfnkit.training.config import TrainConfig, stream_seed
 from pfnkit.training.module import PFNLightningModule
-from pfnkit.training.stream import PriorDataModule
+from pfnkit.training.stream import PriorDataModule, PriorStream
 
 __all__ = ["PretrainResult", "initial_model", "pretrain", "prior_borders"]
 
@@ -80,11 +81,29 @@ def _quiet_lightning() -> Iterator[None]:
             logger.removeFilter(tips)
 
 
+BORDER_GROUPS = 32  # context sizes drawn for the borders of a per-context standardizing PFN
+
+
 def prior_borders(prior: Prior, model_config: PFNConfig, train_config: TrainConfig) -> torch.Tensor:
-    """Equal-mass bar borders from fresh prior targets (its own seed stream)."""
+    """Equal-mass bar borders from fresh prior targets (its own seed stream).
+
+    A PFN that standardizes per context (`PFNConfig.y_context_floor`) has its bars on the z
+    scale, whose spread depends on the context size: its targets come from
+    `BORDER_GROUPS` groups of tasks, each with a context size drawn as training draws them,
+    standardized by their own context.
+    """
     generator = torch.Generator().manual_seed(stream_seed(train_config.seed, 2**31 - 1))
-    batch = prior.sample(train_config.n_border_tasks, 1, train_config.n_qry, generator=generator)
-    return borders_from_samples(batch.y_qry, model_config.n_bars)
+    n_tasks, n_qry = train_config.n_border_tasks, train_config.n_qry
+    floor = model_config.y_context_floor
+    if floor <= 0:
+        batch = prior.sample(n_tasks, 1, n_qry, generator=generator)
+        return borders_from_samples(batch.y_qry, model_config.n_bars)
+    stream, targets = PriorStream(prior, train_config), []
+    for _ in range(BORDER_GROUPS):
+        n_ctx = stream.draw_n_ctx(generator)
+        batch = prior.sample(-(-n_tasks // BORDER_GROUPS), n_ctx, n_qry, generator=generator)
+        targets.append(standardized_targets(batch.y_ctx, batch.y_qry, floor).reshape(-1))
+    return borders_from_samples(torch.cat(targets), model_config.n_bars)
 
 
 def initial_model(
