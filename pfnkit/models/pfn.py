@@ -154,6 +154,12 @@ class PFN(nn.Module):
         return context_loc_scale(y_ctx_BN, self.config.y_context_floor)
 
     def embed_context(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor) -> Tensor:
+        return self._embed_context(x_ctx_BND, y_ctx_BN)[0]
+
+    def _embed_context(
+        self, x_ctx_BND: Tensor, y_ctx_BN: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Context tokens, and the `context_stats` they were standardized by (or None)."""
         self._check_inputs(x_ctx_BND, "x_ctx")
         if x_ctx_BND.shape[1] == 0:
             raise ValueError("the context is empty; a PFN needs at least one context point")
@@ -161,11 +167,12 @@ class PFN(nn.Module):
             raise ValueError(f"y_ctx must have shape {tuple(x_ctx_BND.shape[:2])}")
         stats = self.context_stats(y_ctx_BN)
         if stats is None:
-            return self.x_encoder(x_ctx_BND) + self.embed_targets(y_ctx_BN)
+            return self.x_encoder(x_ctx_BND) + self.embed_targets(y_ctx_BN), None
         loc_B1, scale_B1 = stats
         stats_B12 = torch.stack([loc_B1, scale_B1.log()], dim=-1).to(x_ctx_BND.dtype)
         z_BN = ((y_ctx_BN - loc_B1) / scale_B1).to(y_ctx_BN.dtype)
-        return self.x_encoder(x_ctx_BND) + self.embed_targets(z_BN) + self.stat_encoder(stats_B12)
+        h_BND = self.x_encoder(x_ctx_BND) + self.embed_targets(z_BN) + self.stat_encoder(stats_B12)
+        return h_BND, stats
 
     def embed_targets(self, y_ctx_BN: Tensor) -> Tensor:
         """(B, N, d_model) embedding of context targets: linear, or a label lookup table."""
@@ -216,8 +223,7 @@ class PFN(nn.Module):
         self, x_ctx_BND: Tensor, y_ctx_BN: Tensor, x_qry_BMD: Tensor
     ) -> BarDistribution | LocScaleBars | Categorical:
         """One pass over context and queries; the distribution has batch shape (B, M)."""
-        h_ctx_BND = self.embed_context(x_ctx_BND, y_ctx_BN)
-        loc_scale = self.context_stats(y_ctx_BN)
+        h_ctx_BND, loc_scale = self._embed_context(x_ctx_BND, y_ctx_BN)
         h_qry_BMD = self.embed_queries(x_qry_BMD)
         n = h_ctx_BND.shape[1]
         h_all_BTD = torch.cat([h_ctx_BND, h_qry_BMD], dim=1)
@@ -228,8 +234,7 @@ class PFN(nn.Module):
 
     def encode_context(self, x_ctx_BND: Tensor, y_ctx_BN: Tensor) -> ContextCache:
         """Run the context through every layer once and keep each layer's keys and values."""
-        h_ctx_BND = self.embed_context(x_ctx_BND, y_ctx_BN)
-        loc_scale = self.context_stats(y_ctx_BN)
+        h_ctx_BND, loc_scale = self._embed_context(x_ctx_BND, y_ctx_BN)
         keys, values = [], []
         for block in self.blocks:
             k_BHNK, v_BHNK = block.context_keys_values(h_ctx_BND)
