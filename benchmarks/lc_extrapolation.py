@@ -5,28 +5,32 @@ curves of benchmarks/data/learning_curves.csv.gz (benchmarks/lc_data.py: 648 sci
 runs of 50 epochs), for three methods (benchmarks/lc_extrapolation_methods.py):
 
 * pfn: the single-curve checkpoint ``--checkpoint`` (default ``lc-curve``), every curve;
-* mcmc: NUTS over the parametric families of the checkpoint's own prior (its log-joint),
-  on ``--mcmc-curves`` curves per table (a seeded draw; NUTS takes minutes per curve);
+* mcmc: Monte Carlo over the posterior of the parametric families of the checkpoint's own
+  prior (its log-joint), on ``--mcmc-curves`` curves per table (a seeded draw): tempered
+  SMC with Metropolis moves (``--mcmc smc``, the default; the `lc-smc` validator's
+  reference, 15-40 s per curve and k) or NUTS (``--mcmc nuts``, minutes per curve, and its
+  chains rarely agree on pinned curves, where the family weights are multimodal);
 * power-law: least squares a + b t^(−c) with a Gaussian residual, every curve, k ≥ 4.
 
 Reported per k: each method's mean NLL (nats) ± its standard error over curves and its
 time per curve (fit + predict), the PFN and MCMC again on the very curves MCMC ran on (the
-paired comparison), and how many of those NUTS runs passed their R-hat/ESS gate. Real
-errors are discrete (steps of 1/54 to 1/540), so a density can exceed one and an NLL be
-negative.
+paired comparison), and how many of those runs passed their gate (SMC: the runs reach
+β = 1 and agree; NUTS: R-hat and ESS). Real errors are discrete (steps of 1/54 to 1/540),
+so a density can exceed one and an NLL be negative. ``--reuse-mcmc`` takes the reference
+runs of an earlier ``--json`` file, so a new checkpoint is scored without repeating them.
 
     OMP_NUM_THREADS=1 python benchmarks/lc_extrapolation.py --json lc.json --markdown \\
         --plot lc.png
 
-NUTS takes a few minutes per curve and k on one core (pfnkit.reference.lc_posterior), so the
-defaults (4 values of k, one NUTS curve per table: 24 runs) take about 1.5 hours; the PFN
-and the power law on all 648 curves take about a minute.
+The defaults (4 values of k, one SMC curve per table: 24 runs) take about 20 minutes on one
+shared core (SMC: 30-75 s per curve and k, longer at larger k); the PFN and the power law on all 648 curves take about a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -41,13 +45,17 @@ from lc_extrapolation_methods import (
     mcmc_log_prob,
     pfn_log_prob,
     power_law_log_prob,
+    smc_log_prob,
 )
 
 from pfnkit.figures import pyplot, save_figure
 from pfnkit.reference.lc_posterior import DEFAULT_LC_NUTS, require_curve_prior
+from pfnkit.reference.lc_smc import DEFAULT_LC_SMC
 
 SMOKE = {"ks": [5, 10], "curves": 2, "mcmc_curves": 1, "chains": 1, "warmup": 5, "samples": 8,
          "depth": 3, "tables": ["wine-sgd", "digits-mlp"]}  # fmt: skip
+SMOKE_SMC = {"particles": 64, "min_moves": 2, "max_moves": 4, "max_temperatures": 60}
+MCMC_LABELS = {"smc": "tempered SMC", "nuts": "NUTS"}
 METHODS = ("pfn", "power-law", "pfn@mcmc", "mcmc")  # pfn@mcmc: the PFN on MCMC's curves
 
 
@@ -72,8 +80,14 @@ def _curves(tables: dict, names: list[str], limit: int | None, mcmc: int, seed: 
     return out
 
 
-def score_k(model: Any, prior: Any, curves: list, k: int, nuts: Any, seed: int) -> dict:
-    """Every method's per-curve scores at one k (lists of `Score` per method)."""
+def score_k(
+    model: Any, prior: Any, curves: list, k: int, mcmc: Any, seed: int, reuse: dict | None = None
+) -> dict:
+    """Every method's per-curve scores at one k (lists of `Score` per method).
+
+    `mcmc(prior, task, seed)` is the Monte Carlo reference's `Score`; a run already in
+    `reuse` (keyed by table, row, k and seed; `reusable_runs`) is taken from there.
+    """
     max_epoch = prior.config.max_epoch
     scores: dict[str, list[Score]] = {m: [] for m in METHODS}
     rows = []
@@ -84,13 +98,49 @@ def score_k(model: Any, prior: Any, curves: list, k: int, nuts: Any, seed: int) 
         if k >= POWER_LAW_MIN_EPOCHS:
             scores["power-law"].append(power_law_log_prob(errors, k, max_epoch))
         if with_mcmc:
-            mcmc = mcmc_log_prob(prior, task, nuts, seed + index)
+            key = (name, row, k, seed + index)
+            reference = (reuse or {}).get(key) or mcmc(prior, task, seed + index)
             scores["pfn@mcmc"].append(pfn)
-            scores["mcmc"].append(mcmc)
+            scores["mcmc"].append(reference)
             rows.append({"table": name, "row": row, "pfn_nll": -pfn.log_prob,
-                         "mcmc_nll": -mcmc.log_prob, "mcmc_trusted": mcmc.trusted,
-                         "mcmc_seconds": mcmc.seconds})  # fmt: skip
+                         "mcmc_nll": -reference.log_prob, "mcmc_trusted": reference.trusted,
+                         "mcmc_seconds": reference.seconds, "mcmc_seed": seed + index})  # fmt: skip
     return {"scores": scores, "mcmc_curves": rows}
+
+
+def reusable_runs(path: Path, config: dict[str, Any]) -> dict[tuple, Score]:
+    """The Monte Carlo runs of an earlier results file, if they answer this run's question.
+
+    A run depends only on the prior, the curve, k, the reference's budget and its seed, so
+    it is reused when the file's prior config, reference and budget equal `config`'s (the
+    checkpoint may differ: that is the point). Its seconds are those measured then.
+
+    Raises:
+        SystemExit: the file's prior, reference or budget differ.
+    """
+    old = json.loads(path.read_text())
+    fields = ("prior_config", "mcmc", config["mcmc"])
+    now = json.loads(json.dumps({f: config.get(f) for f in fields}))  # tuples become lists
+    differ = [f for f in fields if old["config"].get(f) != now[f]]
+    if differ:
+        raise SystemExit(f"--reuse-mcmc {path}: its {differ} differ from this run's")
+    runs = old["ks"]
+    return {
+        (c["table"], c["row"], int(k), c["mcmc_seed"]): Score(
+            -c["mcmc_nll"], c["mcmc_seconds"], c["mcmc_trusted"]
+        )
+        for k, entry in runs.items()
+        for c in entry["mcmc_curves"]
+        if "mcmc_seed" in c
+    }
+
+
+def _nuts(budget: Any, prior: Any, task: Any, seed: int) -> Score:
+    return mcmc_log_prob(prior, task, budget, seed)
+
+
+def _smc(budget: Any, prior: Any, task: Any, seed: int) -> Score:
+    return smc_log_prob(prior, task, budget, seed)
 
 
 def summarise(scores: list[Score]) -> dict[str, Any] | None:
@@ -111,8 +161,9 @@ def _show(summary: dict | None) -> str:
 
 def markdown_table(results: dict[str, Any]) -> str:
     """Per k: NLL of each method, the MCMC subset's pair, trusted runs and times per curve."""
-    head = ("| k | PFN | power law | PFN (MCMC's curves) | MCMC | MCMC trusted | PFN ms/curve | "
-            "power law ms/curve | MCMC s/curve |")  # fmt: skip
+    mcmc = MCMC_LABELS[results["config"].get("mcmc", "nuts")]
+    head = (f"| k | PFN | power law | PFN ({mcmc}'s curves) | {mcmc} | {mcmc} trusted | "
+            f"PFN ms/curve | power law ms/curve | {mcmc} s/curve |")  # fmt: skip
     lines = [head, "|" + "---:|" * 9]
     for k, entry in results["ks"].items():
         m = entry["methods"]
@@ -131,8 +182,9 @@ def plot_nll(results: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = [int(k) for k in results["ks"]]
+    mcmc = MCMC_LABELS[results["config"].get("mcmc", "nuts")]
     labels = {"pfn": f"PFN ({results['config']['checkpoint']})", "power-law": "power law (LSQ)",
-              "pfn@mcmc": "PFN, MCMC's curves", "mcmc": "MCMC (NUTS), parametric"}  # fmt: skip
+              "pfn@mcmc": f"PFN, {mcmc}'s curves", "mcmc": f"{mcmc}, parametric"}  # fmt: skip
     styles = {"pfn": "s-", "power-law": "^-", "pfn@mcmc": "s:", "mcmc": "o:"}
     for method in METHODS:
         rows = [(k, e["methods"][method]) for k, e in zip(ks, results["ks"].values(), strict=True)
@@ -153,19 +205,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20, 40])
     parser.add_argument("--tables", nargs="+", default=None, help="table names (default all)")
     parser.add_argument("--curves", type=int, default=None, help="curves per table (default all)")
-    parser.add_argument("--mcmc-curves", type=int, default=1, help="curves per table with NUTS")
+    parser.add_argument("--mcmc", choices=sorted(MCMC_LABELS), default="smc",
+                        help="the Monte Carlo reference (default smc)")  # fmt: skip
+    parser.add_argument("--mcmc-curves", type=int, default=1,
+                        help="curves per table with the Monte Carlo reference")  # fmt: skip
     parser.add_argument("--nuts-chains", type=int, default=DEFAULT_LC_NUTS.num_chains)
     parser.add_argument("--nuts-warmup", type=int, default=DEFAULT_LC_NUTS.warmup)
     parser.add_argument("--nuts-samples", type=int, default=DEFAULT_LC_NUTS.num_samples)
     parser.add_argument("--nuts-max-tree-depth", type=int, default=DEFAULT_LC_NUTS.max_tree_depth)
-    parser.add_argument("--seed", type=int, default=0, help="which curves get NUTS; NUTS seeds")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="which curves get the Monte Carlo reference; its seeds")  # fmt: skip
+    parser.add_argument("--reuse-mcmc", type=Path, default=None,
+                        help="an earlier --json file whose reference runs (same prior, "
+                        "reference, budget, curve, k and seed) are reused")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--plot", type=Path, default=None, help="write NLL against k here")
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="2 tables, 2 curves each, k = 5, 10, one 13-step NUTS chain on one curve",
+        help="2 tables, 2 curves each, k = 5, 10, a tiny SMC (or a 13-step NUTS chain) on one",
     )
     args = parser.parse_args(argv)
     if args.smoke:
@@ -190,18 +249,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if any(tables[n].max_epoch != max_epoch for n in names) or max(args.ks) >= max_epoch:
         raise SystemExit(f"the checkpoint's prior has {max_epoch} epochs; the tables need the "
                          f"same, and every k must be below it (got {args.ks})")  # fmt: skip
-    nuts = dataclasses.replace(DEFAULT_LC_NUTS, num_chains=args.nuts_chains,
-                               warmup=args.nuts_warmup, num_samples=args.nuts_samples,
-                               max_tree_depth=args.nuts_max_tree_depth)  # fmt: skip
+    if args.mcmc == "nuts":
+        budget = dataclasses.replace(DEFAULT_LC_NUTS, num_chains=args.nuts_chains,
+                                     warmup=args.nuts_warmup, num_samples=args.nuts_samples,
+                                     max_tree_depth=args.nuts_max_tree_depth)  # fmt: skip
+        mcmc = functools.partial(_nuts, budget)
+    else:
+        budget = dataclasses.replace(DEFAULT_LC_SMC, **(SMOKE_SMC if args.smoke else {}))
+        mcmc = functools.partial(_smc, budget)
     curves = _curves(tables, names, args.curves, args.mcmc_curves, args.seed)
     pfn_log_prob(model, curve_task(curves[0][2], 1, max_epoch, max_epoch))  # warm-up, untimed
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("json", "plot")}  # fmt: skip
-    results: dict[str, Any] = {"config": {**config, "target_epoch": max_epoch,
-                                          "n_curves": len(curves), "nuts": nuts.to_dict()},
-                               "ks": {}}  # fmt: skip
+    config |= {"target_epoch": max_epoch, "n_curves": len(curves), args.mcmc: budget.to_dict(),
+               "prior_config": prior.config.to_dict()}  # fmt: skip
+    reuse = None if args.reuse_mcmc is None else reusable_runs(args.reuse_mcmc, config)
+    results: dict[str, Any] = {"config": config, "ks": {}}
     for k in args.ks:
-        scored = score_k(model, prior, curves, k, nuts, args.seed)
+        scored = score_k(model, prior, curves, k, mcmc, args.seed, reuse)
         methods = {m: summarise(s) for m, s in scored["scores"].items()}
         results["ks"][str(k)] = {"methods": methods, "mcmc_curves": scored["mcmc_curves"]}
         print(f"k = {k}: " + ", ".join(f"{m} {s['nll']:.3f}" for m, s in methods.items() if s),

@@ -6,6 +6,8 @@ first k epochs, and the wall time that took (fit + predict):
 * `pfn_log_prob`: a single-curve PFN checkpoint (input t / T, as its prior was trained on);
 * `mcmc_log_prob`: NUTS over the parametric families' posterior (the checkpoint's own prior
   and log-joint, `pfnkit.reference.lc_posterior`), gated on R-hat and ESS;
+* `smc_log_prob`: tempered SMC (Metropolis moves between temperatures) over the same
+  posterior (`pfnkit.reference.lc_smc`), gated on its runs' agreement;
 * `power_law_log_prob`: a least-squares fit of y(t) = a + b t^(−c) (scipy's curve_fit) with
   a Gaussian residual whose variance is the residual sum of squares over k − 3, floored at
   `SIGMA_FLOOR`; it needs k ≥ `POWER_LAW_MIN_EPOCHS`.
@@ -25,7 +27,9 @@ from scipy.stats import norm
 
 from pfnkit.data import Batch
 from pfnkit.reference.lc_posterior import CurvePosteriorPrior, curve_posterior
+from pfnkit.reference.lc_smc import curve_posterior_smc
 from pfnkit.reference.mcmc import NUTSConfig
+from pfnkit.reference.tempered_smc import SMCConfig
 
 __all__ = [
     "POWER_LAW_MIN_EPOCHS",
@@ -36,6 +40,7 @@ __all__ = [
     "pfn_log_prob",
     "power_law",
     "power_law_log_prob",
+    "smc_log_prob",
 ]
 
 # The finest step of the tables' validation errors (1 / 540, digits' validation split): a
@@ -79,6 +84,14 @@ def mcmc_log_prob(prior: CurvePosteriorPrior, task: Batch, nuts: NUTSConfig, see
     """NUTS over the parametric posterior of the context; the mixture's log density."""
     start = time.perf_counter()
     posterior = curve_posterior(prior, task, nuts=nuts, seed=seed)
+    log_prob = posterior.predictive(task.x_qry[0]).log_prob(task.y_qry[0].double())
+    return Score(float(log_prob[0]), time.perf_counter() - start, posterior.trusted)
+
+
+def smc_log_prob(prior: CurvePosteriorPrior, task: Batch, smc: SMCConfig, seed: int) -> Score:
+    """Tempered SMC over the parametric posterior of the context; the mixture's log density."""
+    start = time.perf_counter()
+    posterior = curve_posterior_smc(prior, task, smc=smc, seed=seed)
     log_prob = posterior.predictive(task.x_qry[0]).log_prob(task.y_qry[0].double())
     return Score(float(log_prob[0]), time.perf_counter() - start, posterior.trusted)
 

@@ -243,17 +243,24 @@ def tiny_lc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.parametrize("mcmc", ["smc", "nuts"])
 def test_lc_extrapolation_smoke_writes_json_markdown_and_plot(
-    lc_bench: Any, tiny_lc_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lc_bench: Any,
+    tiny_lc_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mcmc: str,
 ) -> None:
     script, _ = lc_bench
     out, figure = tmp_path / "lc.json", tmp_path / "lc.png"
     argv = ["--smoke", "--checkpoint", str(tiny_lc_checkpoint), "--markdown", "--json", str(out),
-            "--plot", str(figure)]  # fmt: skip
+            "--plot", str(figure), "--mcmc", mcmc]  # fmt: skip
     assert script.main(argv) == 0
-    assert "| k | PFN | power law |" in capsys.readouterr().out
+    label = script.MCMC_LABELS[mcmc]
+    assert f"| k | PFN | power law | PFN ({label}'s curves) | {label} |" in capsys.readouterr().out
     results = json.loads(out.read_text())
     assert results["config"]["n_curves"] == 4 and results["config"]["target_epoch"] == 50
+    assert results["config"]["mcmc"] == mcmc and mcmc in results["config"]  # its budget
     for entry in results["ks"].values():
         methods = entry["methods"]
         assert methods["pfn"]["n"] == methods["power-law"]["n"] == 4
@@ -263,6 +270,26 @@ def test_lc_extrapolation_smoke_writes_json_markdown_and_plot(
         )
         assert all(np.isfinite(c["mcmc_nll"]) for c in entry["mcmc_curves"])
     assert figure.stat().st_size > 0
+
+
+def test_lc_extrapolation_reuses_reference_runs_only_when_they_answer_the_same_question(
+    lc_bench: Any, tiny_lc_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, _ = lc_bench
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    argv = ["--smoke", "--checkpoint", str(tiny_lc_checkpoint), "--json"]
+    assert script.main([*argv, str(first)]) == 0
+
+    def no_new_runs(*args: Any) -> None:
+        raise AssertionError("a reference run was repeated")
+
+    monkeypatch.setattr(script, "_smc", no_new_runs)
+    assert script.main([*argv, str(second), "--reuse-mcmc", str(first)]) == 0
+    for k, entry in json.loads(second.read_text())["ks"].items():
+        before = json.loads(first.read_text())["ks"][k]["mcmc_curves"]
+        assert entry["mcmc_curves"] == before and len(before) == 2
+    with pytest.raises(SystemExit, match="differ"):  # another reference, another question
+        script.main([*argv, str(second), "--reuse-mcmc", str(first), "--mcmc", "nuts"])
 
 
 def test_power_law_on_an_exact_power_law_is_the_floored_gaussian(lc_bench: Any) -> None:

@@ -24,6 +24,7 @@ that maps (prior, task, seed) to a `ReferenceFit`; the figures name it ``ref_*``
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from rich.table import Table
 from torch import nn
 
 from pfnkit.data import Batch
-from pfnkit.metrics import interval_coverage, mean_or_none, nll
+from pfnkit.metrics import interval_coverage, mean_or_none, nll, stderr_or_none
 from pfnkit.reference.gp_nuts import GaussianMixturePredictive
 from pfnkit.reference.lc_posterior import (
     DEFAULT_LC_NUTS,
@@ -123,6 +124,7 @@ class LcNutsSize:
     ref_coverage: float | None
     pfn_seconds_per_task: float
     ref_seconds_per_task: float
+    gap_stderr: float | None = None
 
     @property
     def gap(self) -> float | None:
@@ -150,6 +152,7 @@ class LcNutsSize:
             ref_coverage=mean("ref_coverage", trusted),
             pfn_seconds_per_task=mean("pfn_seconds", tasks),
             ref_seconds_per_task=mean("ref_seconds", tasks),
+            gap_stderr=stderr_or_none([t.pfn_nll - t.ref_nll for t in trusted]),
         )  # fmt: skip
 
 
@@ -168,6 +171,14 @@ class LcNutsReport(Report):
     def mean_gap(self) -> float | None:
         """Mean over the sizes with a trusted reference run of their gap; None when none has one."""
         return mean_or_none([s.gap for s in self.sizes if s.gap is not None])
+
+    @property
+    def mean_gap_stderr(self) -> float | None:
+        """Standard error of `mean_gap` (sizes independent); None when a trusted size lacks one."""
+        errors = [s.gap_stderr for s in self.sizes if s.gap is not None]
+        if not errors or None in errors:
+            return None
+        return math.sqrt(sum(e * e for e in errors)) / len(errors)
 
     @property
     def coverage90_error_max(self) -> float | None:
@@ -215,6 +226,7 @@ class LcNutsReport(Report):
             "sizes": sizes,
             "tasks": self.tasks,
             "mean_gap": self.mean_gap,
+            "mean_gap_stderr": self.mean_gap_stderr,
             "coverage90_error_max": self.coverage90_error_max,
             "speedup": self.speedup,
             "trusted_fraction": self.trusted_fraction,
@@ -307,18 +319,20 @@ def lc_nuts_tables(report: Mapping[str, Any], short: str = "NUTS") -> list[Table
     table = Table(
         title=f"{report['checkpoint']} vs {report['reference']} (NLL in nats per query epoch, "
         f"over tasks with a trusted {short} run)",
-        caption=f"mean gap {_show(report['mean_gap'], '+.4f')}, speed-up "
+        caption=f"mean gap {_show(report['mean_gap'], '+.4f')}"
+        f" ± {_show(report.get('mean_gap_stderr'), '.4f')} (standard error over tasks), speed-up "
         f"{_show(report['speedup'], '.0f')}x, trusted {_show(report['trusted_fraction'], '.0%')}",
         caption_justify="left",
     )
-    for name in ("observed epochs", "trusted / tasks", "PFN NLL", f"{short} NLL", "gap",
+    for name in ("observed epochs", "trusted / tasks", "PFN NLL", f"{short} NLL", "gap", "± s.e.",
                  f"cov90 PFN / {short}", "PFN ms/task", f"{short} s/task"):  # fmt: skip
         table.add_column(name, justify="right")
     for s in report["sizes"]:
         coverage = f"{_show(s['pfn_coverage'], '.1%')} / {_show(s['ref_coverage'], '.1%')}"
         table.add_row(
             str(s["n_ctx"]), f"{s['n_trusted']} / {s['n_tasks']}", _show(s["pfn_nll"], ".4f"),
-            _show(s["ref_nll"], ".4f"), _show(s["gap"], "+.4f"), coverage,
+            _show(s["ref_nll"], ".4f"), _show(s["gap"], "+.4f"), _show(s.get("gap_stderr"), ".4f"),
+            coverage,
             f"{1e3 * s['pfn_seconds_per_task']:.2f}", f"{s['ref_seconds_per_task']:.1f}",
         )  # fmt: skip
     return [table, checks_table(report)]

@@ -98,6 +98,23 @@ def test_sizes_average_trusted_tasks_and_the_checks_gate_them() -> None:
     assert LcNutsReport("m", {}, [untrusted], {"nll_gap_mean": 1.0}).mean_gap is None
 
 
+def test_gap_standard_errors_are_over_paired_trusted_tasks() -> None:
+    # trusted paired differences 0.5 and 1.0: sample sd 0.5 / sqrt(2) over sqrt(2) tasks = 0.25
+    tasks = [_task(1.0, 0.5, True), _task(3.0, 2.0, True), _task(9.0, 0.0, False)]
+    size = LcNutsSize.from_tasks(5, tasks)
+    assert size.gap_stderr == pytest.approx(0.25, abs=FLOAT64_ATOL)
+    other = LcNutsSize.from_tasks(10, [_task(0.0, 0.0, True), _task(2.0, 0.0, True)])
+    assert other.gap_stderr == pytest.approx(1.0, abs=FLOAT64_ATOL)  # differences 0 and 2
+    report = LcNutsReport("m", {}, [size, other], {})
+    # the mean of two independent gaps: sqrt(0.25^2 + 1^2) / 2
+    assert report.mean_gap_stderr == pytest.approx(math.sqrt(0.0625 + 1.0) / 2, abs=FLOAT64_ATOL)
+    assert report.to_dict()["mean_gap_stderr"] == pytest.approx(report.mean_gap_stderr)
+    lone = LcNutsSize.from_tasks(2, [_task(1.0, 0.0, True)])
+    assert (
+        lone.gap_stderr is None and LcNutsReport("m", {}, [size, lone], {}).mean_gap_stderr is None
+    )
+
+
 def test_a_prior_without_a_parametric_posterior_is_refused() -> None:
     card = {"prior_name": "gp", "prior_config": {}, "reference": "lc-nuts"}
     checkpoint = Checkpoint(name="gp-like", model=_tiny_pfn(), card=card)
