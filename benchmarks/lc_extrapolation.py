@@ -23,7 +23,8 @@ runs of an earlier ``--json`` file, so a new checkpoint is scored without repeat
         --plot lc.png
 
 The defaults (4 values of k, one SMC curve per table: 24 runs) take about 20 minutes on one
-shared core (SMC: 30-75 s per curve and k, longer at larger k); the PFN and the power law on all 648 curves take about a minute.
+shared core (SMC: 30-75 s per curve and k, longer at larger k); the PFN and the power law
+on all 648 curves take about a minute.
 """
 
 from __future__ import annotations
