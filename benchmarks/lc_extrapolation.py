@@ -46,12 +46,11 @@ from lc_extrapolation_methods import (
     mcmc_log_prob,
     pfn_log_prob,
     power_law_log_prob,
-    smc_log_prob,
 )
 
 from pfnkit.figures import pyplot, save_figure
-from pfnkit.reference.lc_posterior import DEFAULT_LC_NUTS, require_curve_prior
-from pfnkit.reference.lc_smc import DEFAULT_LC_SMC
+from pfnkit.reference.lc_posterior import DEFAULT_LC_NUTS, curve_posterior, require_curve_prior
+from pfnkit.reference.lc_smc import DEFAULT_LC_SMC, curve_posterior_smc
 
 SMOKE = {"ks": [5, 10], "curves": 2, "mcmc_curves": 1, "chains": 1, "warmup": 5, "samples": 8,
          "depth": 3, "tables": ["wine-sgd", "digits-mlp"]}  # fmt: skip
@@ -89,7 +88,7 @@ def score_k(
     `mcmc(prior, task, seed)` is the Monte Carlo reference's `Score`; a run already in
     `reuse` (keyed by table, row, k and seed; `reusable_runs`) is taken from there.
     """
-    max_epoch = prior.config.max_epoch
+    max_epoch, reuse = prior.config.max_epoch, reuse or {}
     scores: dict[str, list[Score]] = {m: [] for m in METHODS}
     rows = []
     for index, (name, row, errors, with_mcmc) in enumerate(curves):
@@ -100,7 +99,7 @@ def score_k(
             scores["power-law"].append(power_law_log_prob(errors, k, max_epoch))
         if with_mcmc:
             key = (name, row, k, seed + index)
-            reference = (reuse or {}).get(key) or mcmc(prior, task, seed + index)
+            reference = reuse[key] if key in reuse else mcmc(prior, task, seed + index)
             scores["pfn@mcmc"].append(pfn)
             scores["mcmc"].append(reference)
             rows.append({"table": name, "row": row, "pfn_nll": -pfn.log_prob,
@@ -134,14 +133,6 @@ def reusable_runs(path: Path, config: dict[str, Any]) -> dict[tuple, Score]:
         for c in entry["mcmc_curves"]
         if "mcmc_seed" in c
     }
-
-
-def _nuts(budget: Any, prior: Any, task: Any, seed: int) -> Score:
-    return mcmc_log_prob(prior, task, budget, seed)
-
-
-def _smc(budget: Any, prior: Any, task: Any, seed: int) -> Score:
-    return smc_log_prob(prior, task, budget, seed)
 
 
 def summarise(scores: list[Score]) -> dict[str, Any] | None:
@@ -258,10 +249,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         budget = dataclasses.replace(DEFAULT_LC_NUTS, num_chains=args.nuts_chains,
                                      warmup=args.nuts_warmup, num_samples=args.nuts_samples,
                                      max_tree_depth=args.nuts_max_tree_depth)  # fmt: skip
-        mcmc = functools.partial(_nuts, budget)
+        posterior_fn = functools.partial(curve_posterior, nuts=budget)
     else:
         budget = dataclasses.replace(DEFAULT_LC_SMC, **(SMOKE_SMC if args.smoke else {}))
-        mcmc = functools.partial(_smc, budget)
+        posterior_fn = functools.partial(curve_posterior_smc, smc=budget)
+    mcmc = functools.partial(mcmc_log_prob, posterior_fn)
     curves = _curves(tables, names, args.curves, args.mcmc_curves, args.seed)
     pfn_log_prob(model, curve_task(curves[0][2], 1, max_epoch, max_epoch))  # warm-up, untimed
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()

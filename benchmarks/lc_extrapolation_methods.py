@@ -4,10 +4,10 @@ Each scores the log predictive density of one curve's value at a target epoch, g
 first k epochs, and the wall time that took (fit + predict):
 
 * `pfn_log_prob`: a single-curve PFN checkpoint (input t / T, as its prior was trained on);
-* `mcmc_log_prob`: NUTS over the parametric families' posterior (the checkpoint's own prior
-  and log-joint, `pfnkit.reference.lc_posterior`), gated on R-hat and ESS;
-* `smc_log_prob`: tempered SMC (Metropolis moves between temperatures) over the same
-  posterior (`pfnkit.reference.lc_smc`), gated on its runs' agreement;
+* `mcmc_log_prob`: a Monte Carlo posterior over the parametric families (the checkpoint's
+  own prior and log-joint): NUTS (`pfnkit.reference.lc_posterior.curve_posterior`, gated on
+  R-hat and ESS) or tempered SMC (`pfnkit.reference.lc_smc.curve_posterior_smc`, gated on
+  its runs' agreement);
 * `power_law_log_prob`: a least-squares fit of y(t) = a + b t^(−c) (scipy's curve_fit) with
   a Gaussian residual whose variance is the residual sum of squares over k − 3, floored at
   `SIGMA_FLOOR`; it needs k ≥ `POWER_LAW_MIN_EPOCHS`.
@@ -18,7 +18,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,10 +28,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.stats import norm
 
 from pfnkit.data import Batch
-from pfnkit.reference.lc_posterior import CurvePosteriorPrior, curve_posterior
-from pfnkit.reference.lc_smc import curve_posterior_smc
-from pfnkit.reference.mcmc import NUTSConfig
-from pfnkit.reference.tempered_smc import SMCConfig
+from pfnkit.reference.lc_posterior import CurvePosteriorPrior
 
 __all__ = [
     "POWER_LAW_MIN_EPOCHS",
@@ -40,7 +39,6 @@ __all__ = [
     "pfn_log_prob",
     "power_law",
     "power_law_log_prob",
-    "smc_log_prob",
 ]
 
 # The finest step of the tables' validation errors (1 / 540, digits' validation split): a
@@ -80,18 +78,16 @@ def pfn_log_prob(model: torch.nn.Module, task: Batch) -> Score:
     return Score(log_prob, time.perf_counter() - start)
 
 
-def mcmc_log_prob(prior: CurvePosteriorPrior, task: Batch, nuts: NUTSConfig, seed: int) -> Score:
-    """NUTS over the parametric posterior of the context; the mixture's log density."""
-    start = time.perf_counter()
-    posterior = curve_posterior(prior, task, nuts=nuts, seed=seed)
-    log_prob = posterior.predictive(task.x_qry[0]).log_prob(task.y_qry[0].double())
-    return Score(float(log_prob[0]), time.perf_counter() - start, posterior.trusted)
+def mcmc_log_prob(
+    posterior_fn: Callable[..., Any], prior: CurvePosteriorPrior, task: Batch, seed: int
+) -> Score:
+    """``posterior_fn(prior, task, seed=seed)``'s mixture log density of the query, timed.
 
-
-def smc_log_prob(prior: CurvePosteriorPrior, task: Batch, smc: SMCConfig, seed: int) -> Score:
-    """Tempered SMC over the parametric posterior of the context; the mixture's log density."""
+    `posterior_fn` is `curve_posterior` or `curve_posterior_smc` with its budget bound; its
+    result has ``predictive(x)`` and ``trusted`` (the method's gate).
+    """
     start = time.perf_counter()
-    posterior = curve_posterior_smc(prior, task, smc=smc, seed=seed)
+    posterior = posterior_fn(prior, task, seed=seed)
     log_prob = posterior.predictive(task.x_qry[0]).log_prob(task.y_qry[0].double())
     return Score(float(log_prob[0]), time.perf_counter() - start, posterior.trusted)
 

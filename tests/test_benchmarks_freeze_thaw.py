@@ -283,7 +283,7 @@ def test_lc_extrapolation_reuses_reference_runs_only_when_they_answer_the_same_q
     def no_new_runs(*args: Any) -> None:
         raise AssertionError("a reference run was repeated")
 
-    monkeypatch.setattr(script, "_smc", no_new_runs)
+    monkeypatch.setattr(script, "curve_posterior_smc", no_new_runs)
     assert script.main([*argv, str(second), "--reuse-mcmc", str(first)]) == 0
     for k, entry in json.loads(second.read_text())["ks"].items():
         before = json.loads(first.read_text())["ks"][k]["mcmc_curves"]
